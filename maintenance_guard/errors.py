@@ -1,0 +1,68 @@
+"""The one exception hierarchy of maintenance-guard."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .status import MaintenanceStatus
+
+
+class MaintenanceGuardError(Exception):
+    """Root of every exception this package raises."""
+
+
+class InvalidInput(MaintenanceGuardError, ValueError):
+    """A caller passed a value the guard refuses (bad mode, reason, duration, ...)."""
+
+
+class UnknownOperation(InvalidInput):
+    """An operation name that is not in the catalog."""
+
+
+class StoreUnavailable(MaintenanceGuardError):
+    """The shared state store (Redis) could not be reached or answered with an error."""
+
+
+class ConcurrentChange(MaintenanceGuardError):
+    """A compare-and-set on the state lost to another change."""
+
+
+class MaintenanceActive(MaintenanceGuardError):
+    """Raised when maintenance refuses an operation; the one exception callers catch.
+
+    Carries ``operation``, ``mode``, ``message``, ``retry_after`` (seconds, >= 1) and
+    the ``status`` the decision was made on.
+    """
+
+    def __init__(
+        self,
+        operation: str | None,
+        mode: str,
+        message: str,
+        retry_after: int,
+        status: MaintenanceStatus,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.mode = mode
+        self.message = message
+        self.retry_after = retry_after
+        self.status = status
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Celery pickles exceptions across processes; keep every field.
+        return (
+            type(self),
+            (self.operation, self.mode, self.message, self.retry_after, self.status),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON body used for refused HTTP requests."""
+        return {
+            "error": "maintenance_active",
+            "operation": self.operation,
+            "mode": self.mode,
+            "message": self.message,
+            "retry_after": self.retry_after,
+        }

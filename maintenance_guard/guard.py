@@ -1,0 +1,571 @@
+"""`MaintenanceGuard`: enable, disable, status, and the hot-path checks.
+
+Each process keeps the last state in memory; `is_blocked` and `check` read only that.
+A background thread listens for change notifications (pub/sub) and polls the version
+about once a second to repair a missed notification, ends auto-ending maintenance on
+time, restores a state that Redis lost, and flushes attempt counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
+from .events import AttemptRecorder
+from .inputs import clean_actor, clean_reason, parse_duration
+from .modes import (
+    MaintenanceMode,
+    Operation,
+    OperationCatalog,
+    OperationMap,
+    blocked_operations_for,
+    decide,
+)
+from .settings import GuardSettings
+from .status import INACTIVE, MaintenanceStatus
+from .store import AuditEvent, RedisStore, StateStore, event_fields
+
+logger = logging.getLogger("maintenance_guard")
+
+Clock = Callable[[], float]
+ChangeListener = Callable[[MaintenanceStatus], None]
+
+UNKNOWN_STATE_REASON = "maintenance state unknown: the state store cannot be reached"
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the hot path reads: one immutable object swapped in whole."""
+
+    status: MaintenanceStatus
+    blocked: frozenset[str]
+    normal_blocked: frozenset[str]
+    end_at: float | None  # auto-end time, if any
+    known: bool
+
+    @property
+    def mode(self) -> MaintenanceMode | None:
+        return self.status.mode
+
+
+class MaintenanceGuard:
+    """The fleet-wide maintenance switch and the checks every adapter calls.
+
+    Thread-safe. `is_blocked` and `check` never touch the network and never raise a
+    store error; `enable`/`disable` raise `StoreUnavailable` if Redis cannot be reached
+    and `InvalidInput` (a `ValueError`) for bad arguments, changing nothing.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        settings: GuardSettings | None = None,
+        *,
+        catalog: OperationCatalog | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings or GuardSettings()
+        self.catalog = catalog or OperationCatalog()
+        self.task_operations = OperationMap(self.settings.task_operations)
+        self.endpoint_operations = OperationMap(self.settings.endpoint_operations)
+        self.task_operations.validate(self.catalog)
+        self.endpoint_operations.validate(self.catalog)
+        if self.settings.blocked_operations is not None:
+            for name in self.settings.blocked_operations:
+                self.catalog.require(name)
+        self._clock = clock
+        self._listeners: list[ChangeListener] = []
+        self.store_errors = 0
+        self._last_error_log = 0.0
+        self._reset_process_state()
+        self._snapshot = self._unknown_snapshot()
+        self.refresh()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+
+    @classmethod
+    def from_url(cls, url: str | None = None, **settings: Any) -> MaintenanceGuard:
+        """A guard on the Redis at ``url``; None means ``$MAINTENANCE_GUARD_REDIS_URL``,
+        else the embedded server (started if needed). ``settings`` are `GuardSettings` fields.
+        """
+        from .embedded import resolve_url
+
+        clock = settings.pop("clock", time.time)
+        catalog = settings.pop("catalog", None)
+        config = GuardSettings(redis_url=url, **settings)
+        store = RedisStore.from_url(resolve_url(url), prefix=config.key_prefix)
+        return cls(store, config, catalog=catalog, clock=clock)
+
+    # ------------------------------------------------------------------ hot path
+
+    def is_blocked(self, operation: str | Operation, is_admin: bool = False) -> bool:
+        """True if ``operation`` is refused now for this caller. Memory only.
+
+        Raises `UnknownOperation` for a name not in the catalog.
+        """
+        if type(operation) is not str:  # enum members hash by name, not value
+            operation = self.catalog.require(operation)
+        if operation not in self.catalog:
+            self.catalog.require(operation)
+        if not self._watching:
+            self.start()
+        snap = self._snapshot
+        if snap.status.mode is None or is_admin:
+            return False
+        if snap.end_at is not None and self._clock() >= snap.end_at:
+            return False
+        return operation in snap.blocked
+
+    def check(
+        self,
+        operation: str | Operation | None,
+        *,
+        is_admin: bool = False,
+        surface: str = "python",
+        target: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        """Raise `MaintenanceActive` if the attempt is refused; record it in test mode.
+
+        ``operation=None`` means unclassified (only emergency refuses it). Memory only.
+        """
+        name: str | None = None
+        if operation is not None:
+            name = operation.value if isinstance(operation, Operation) else operation
+            if name not in self.catalog:
+                self.catalog.require(name)
+        if not self._watching:
+            self.start()
+        snap = self._snapshot
+        mode = snap.status.mode
+        if mode is None or is_admin:
+            return
+        if snap.end_at is not None and self._clock() >= snap.end_at:
+            return
+        decision = decide(
+            mode, name, snap.blocked, is_admin=False, normal_blocked=snap.normal_blocked
+        )
+        if mode is MaintenanceMode.TEST:
+            self._recorder.record(
+                surface,
+                name,
+                target=target,
+                user=user,
+                would_block_normal=decision.would_block_normal,
+                would_block_emergency=decision.would_block_emergency,
+            )
+            return
+        if decision.blocked:
+            self._recorder.count(surface, name)
+            raise self.refusal(name, snap.status)
+
+    def refusal(
+        self, operation: str | None, status: MaintenanceStatus | None = None
+    ) -> MaintenanceActive:
+        """The `MaintenanceActive` for ``operation`` under ``status`` (default: current)."""
+        status = status or self._snapshot.status
+        if operation is not None and operation in self.catalog:
+            message = self.catalog.info(operation).message
+        else:
+            message = status.message or "This operation is unavailable during maintenance."
+        now = self._clock()
+        return MaintenanceActive(
+            operation,
+            status.mode.value if status.mode else "",
+            message,
+            status.retry_after(now, self.settings.default_retry_after),
+            status,
+        )
+
+    def current(self) -> MaintenanceStatus:
+        """The in-memory state (no I/O, no job count); expired auto-end reads as inactive."""
+        snap = self._snapshot
+        if snap.end_at is not None and self._clock() >= snap.end_at:
+            return replace(INACTIVE, version=snap.status.version)
+        return snap.status
+
+    @property
+    def state_known(self) -> bool:
+        """False until the state has been read from the store at least once."""
+        return self._snapshot.known
+
+    # ------------------------------------------------------------------ admin
+
+    def status(self, *, with_jobs: bool = True) -> MaintenanceStatus:
+        """The current state, with the live in-flight job count when the store answers.
+
+        Reads the store if no background watcher keeps this process up to date.
+        """
+        if not self._watching:
+            self.refresh()
+        status = self.current()
+        if with_jobs and status.is_active:
+            try:
+                status = status.with_jobs(self.store.count_inflight(self._clock()))
+            except StoreUnavailable as exc:
+                self._note_store_error(exc)
+        return status
+
+    def enable(
+        self,
+        mode: MaintenanceMode | str = MaintenanceMode.NORMAL,
+        reason: str = "",
+        duration: int | str | None = None,
+        by: str | None = None,
+        *,
+        auto_end: bool = False,
+        operations: Iterable[str | Operation] | None = None,
+    ) -> MaintenanceStatus:
+        """Switch maintenance on (or change its mode) for the whole fleet.
+
+        ``duration`` (seconds or text like ``1h30m``) sets the announced end; with
+        ``auto_end`` maintenance ends by itself then. ``operations`` narrows what normal
+        mode blocks. Returns the new state once written; this process sees it at once.
+        """
+        parsed_mode = MaintenanceMode.parse(mode)
+        clean = clean_reason(reason)
+        seconds = None if duration is None else parse_duration(duration)
+        actor = clean_actor(by)
+        if auto_end and seconds is None:
+            raise InvalidInput("auto_end needs a duration")
+        requested: tuple[str, ...] = ()
+        if operations is not None:
+            if isinstance(operations, str):
+                raise InvalidInput("operations must be a list of operation names")
+            requested = tuple(dict.fromkeys(self.catalog.require(op) for op in operations))
+            if not requested:
+                raise InvalidInput("operations must name at least one operation")
+            if parsed_mode is MaintenanceMode.EMERGENCY:
+                raise InvalidInput("emergency mode blocks every operation; omit operations")
+        now = self._clock()
+        new = MaintenanceStatus(
+            mode=parsed_mode,
+            reason=clean,
+            started_at=now,
+            estimated_duration=seconds,
+            enabled_by=actor,
+            auto_end=auto_end,
+            blocked_operations=requested,
+            changed_at=now,
+        )
+
+        def event_type(old: MaintenanceStatus | None) -> str:
+            if old is None or not old.is_active:
+                return "enabled"
+            return "mode_changed" if old.mode is not parsed_mode else "updated"
+
+        status = self._write(
+            new,
+            lambda old: event_fields(
+                event_type(old),
+                actor=actor,
+                reason=clean,
+                at=now,
+                mode=parsed_mode.value,
+                previous_mode=old.mode.value if old and old.mode else "",
+                duration=seconds,
+                auto_end=auto_end,
+                operations=list(requested) or None,
+            ),
+        )
+        logger.info(
+            "maintenance %s by %s: %s",
+            parsed_mode.value,
+            actor,
+            clean,
+            extra={"mg_event": "enabled", "mg_mode": parsed_mode.value, "mg_actor": actor},
+        )
+        return status
+
+    def disable(self, by: str | None = None, reason: str = "") -> MaintenanceStatus:
+        """Switch maintenance off for the whole fleet; a no-op if it is already off."""
+        actor = clean_actor(by)
+        note = clean_text_optional(reason)
+        now = self._clock()
+        new = replace(INACTIVE, changed_at=now)
+        status = self._write(
+            new,
+            lambda old: event_fields(
+                "disabled",
+                actor=actor,
+                reason=note,
+                at=now,
+                previous_mode=old.mode.value if old and old.mode else "",
+            ),
+            skip_if=lambda old: old is None or not old.is_active,
+        )
+        logger.info(
+            "maintenance disabled by %s", actor, extra={"mg_event": "disabled", "mg_actor": actor}
+        )
+        return status
+
+    def events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
+        """The audit log, newest first. Raises `StoreUnavailable`."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be between 1 and 10000")
+        return self.store.read_events(limit=limit, since=since)
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(status)`` from the watcher thread after every state change."""
+        self._listeners.append(listener)
+        self.start()
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener``."""
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+    # ------------------------------------------------------------------ sync
+
+    def refresh(self, *, raise_errors: bool = False) -> MaintenanceStatus:
+        """Read the state from the store now. On failure keep the last known state
+        (or raise `StoreUnavailable` if ``raise_errors``)."""
+        try:
+            stored = self.store.load_state()
+        except StoreUnavailable as exc:
+            self._note_store_error(exc)
+            if raise_errors:
+                raise
+            return self._snapshot.status
+        if stored is None:
+            if self._snapshot.known and self._snapshot.status.is_active:
+                self._restore_lost_state()
+                return self._snapshot.status
+            stored = INACTIVE
+        self._install(stored)
+        return self._snapshot.status
+
+    def start(self) -> None:
+        """Start the background watcher (idempotent; done lazily by the checks)."""
+        with self._start_lock:
+            if self._watching:
+                return
+            self._stop_event.clear()
+            thread = threading.Thread(
+                target=self._watch, name="maintenance-guard-watcher", daemon=True
+            )
+            self._watching = True
+            self._thread = thread
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the watcher and flush buffered counters."""
+        self._stop_event.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._watching = False
+        self._thread = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write buffered attempt counters and test records to the store now."""
+        counts, records = self._recorder.take()
+        if not counts and not records:
+            return
+        try:
+            self.store.record_attempts(counts, [r.to_fields() for r in records])
+        except StoreUnavailable as exc:
+            self._recorder.put_back(counts, records)
+            self._note_store_error(exc)
+
+    # ------------------------------------------------------------------ internals
+
+    def _reset_process_state(self) -> None:
+        self._recorder = AttemptRecorder()
+        self._start_lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._watching = False
+        self._thread: threading.Thread | None = None
+
+    def _unknown_snapshot(self) -> _Snapshot:
+        if self.settings.on_store_error == "closed":
+            status = MaintenanceStatus(mode=MaintenanceMode.NORMAL, reason=UNKNOWN_STATE_REASON)
+            return self._snapshot_of(status, known=False)
+        return self._snapshot_of(INACTIVE, known=False)
+
+    def _normal_blocked(self, requested: tuple[str, ...]) -> frozenset[str]:
+        known = tuple(op for op in requested if op in self.catalog)
+        if known:
+            return frozenset(known)
+        if self.settings.blocked_operations is not None:
+            return frozenset(self.settings.blocked_operations)
+        return frozenset(self.catalog.high_risk())
+
+    def _snapshot_of(self, status: MaintenanceStatus, *, known: bool = True) -> _Snapshot:
+        normal_blocked = self._normal_blocked(status.blocked_operations)
+        if status.mode is MaintenanceMode.NORMAL:
+            blocked = normal_blocked
+        else:
+            blocked = blocked_operations_for(status.mode, self.catalog)
+        ordered = tuple(op for op in self.catalog.names() if op in blocked)
+        status = replace(status, blocked_operations=ordered)
+        end_at = status.estimated_completion if status.auto_end else None
+        return _Snapshot(status, blocked, normal_blocked, end_at, known)
+
+    def _install(self, stored: MaintenanceStatus) -> None:
+        old = self._snapshot
+        if old.known and stored.version == old.status.version and stored.mode == old.mode:
+            return
+        self._snapshot = self._snapshot_of(stored)
+        if old.known and stored.version != old.status.version:
+            for listener in list(self._listeners):
+                try:
+                    listener(self._snapshot.status)
+                except Exception:  # a listener must not stop the watcher
+                    logger.exception("maintenance-guard change listener failed")
+
+    def _write(
+        self,
+        new: MaintenanceStatus,
+        make_event: Callable[[MaintenanceStatus | None], dict[str, str]],
+        skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
+    ) -> MaintenanceStatus:
+        for _attempt in range(20):
+            old = self.store.load_state()
+            if skip_if is not None and skip_if(old):
+                if old is not None:
+                    self._install(old)
+                return self.current()
+            expected = old.version if old is not None else 0
+            try:
+                stored = self.store.change_state(new.to_fields(), make_event(old), expected)
+            except ConcurrentChange:
+                continue
+            self._install(stored)
+            return self.current()
+        raise ConcurrentChange("the maintenance state kept changing; try again")
+
+    def _restore_lost_state(self) -> None:
+        lost = self._snapshot.status
+        event = event_fields(
+            "state_restored",
+            actor="maintenance-guard",
+            reason="the store lost the maintenance state (Redis restarted without persistence)",
+            mode=lost.mode.value if lost.mode else "",
+            pid=str(os.getpid()),
+        )
+        try:
+            restored_here = self.store.restore_state(lost, event)
+            stored = self.store.load_state()
+        except StoreUnavailable as exc:
+            self._note_store_error(exc)
+            return
+        if restored_here:
+            logger.warning(
+                "the store lost the maintenance state; restored it",
+                extra={"mg_event": "state_restored", "mg_mode": str(lost.mode)},
+            )
+        if stored is not None:
+            self._install(stored)
+
+    def _auto_end(self) -> None:
+        snap = self._snapshot
+        event = event_fields(
+            "auto_ended",
+            actor="maintenance-guard",
+            reason="the announced end time passed (auto_end)",
+            previous_mode=snap.mode.value if snap.mode else "",
+        )
+        try:
+            stored = self.store.change_state(
+                replace(INACTIVE, changed_at=self._clock()).to_fields(),
+                event,
+                expected_version=snap.status.version,
+            )
+        except ConcurrentChange:
+            self.refresh()  # another process ended or changed it first
+            return
+        except StoreUnavailable as exc:
+            self._note_store_error(exc)
+            return
+        logger.info("maintenance auto-ended", extra={"mg_event": "auto_ended"})
+        self._install(stored)
+
+    def _watch(self) -> None:
+        subscription = None
+        interval = self.settings.poll_interval
+        next_poll = 0.0
+        stop = self._stop_event
+        while not stop.is_set():
+            now = time.monotonic()
+            if subscription is None:
+                try:
+                    subscription = self.store.subscribe()
+                    next_poll = 0.0  # we may have missed messages while unsubscribed
+                except StoreUnavailable as exc:
+                    self._note_store_error(exc)
+                    stop.wait(min(interval, 0.5))
+            version: int | None = None
+            if subscription is not None:
+                try:
+                    version = subscription.wait(max(0.0, min(next_poll - now, interval)))
+                except StoreUnavailable as exc:
+                    self._note_store_error(exc)
+                    subscription.close()
+                    subscription = None
+                    continue
+            if stop.is_set():
+                break
+            if version is not None and version != self._snapshot.status.version:
+                self.refresh()
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + interval
+                self._poll()
+                self.flush()
+            snap = self._snapshot
+            if snap.end_at is not None and self._clock() >= snap.end_at:
+                self._auto_end()
+        if subscription is not None:
+            subscription.close()
+
+    def _poll(self) -> None:
+        try:
+            version = self.store.load_version()
+        except StoreUnavailable as exc:
+            self._note_store_error(exc)
+            return
+        snap = self._snapshot
+        if version is None:
+            if snap.known and snap.status.is_active:
+                self._restore_lost_state()
+            elif not snap.known:
+                self.refresh()
+        elif version != snap.status.version or not snap.known:
+            self.refresh()
+
+    def _note_store_error(self, exc: Exception) -> None:
+        self.store_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 30:
+            self._last_error_log = now
+            logger.warning(
+                "maintenance state store unreachable; enforcing the last known state: %s",
+                exc,
+                extra={"mg_event": "store_error", "mg_errors": self.store_errors},
+            )
+
+
+def clean_text_optional(value: object) -> str:
+    """An optional free-text note (same rules as a reason, may be empty)."""
+    from .inputs import MAX_REASON_LENGTH, clean_text
+
+    return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH, required=False)
+
+
+def _after_fork(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:
+    guard = ref()
+    if guard is not None:
+        # Threads do not survive fork; the child starts its own watcher lazily, and
+        # drops the parent's unflushed counters so they are not counted twice.
+        guard._reset_process_state()

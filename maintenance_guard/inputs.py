@@ -1,0 +1,103 @@
+"""Validation of operator input: reasons, durations, actor names (no I/O)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import InvalidInput
+
+MAX_REASON_LENGTH = 500
+MAX_ACTOR_LENGTH = 100
+MAX_DURATION_SECONDS = 7 * 24 * 3600
+MAX_GRACE_SECONDS = 3600
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_DURATION_PART = re.compile(r"(\d+)\s*([dhms])", re.IGNORECASE)
+_DURATION_FULL = re.compile(r"^\s*(\d+\s*[dhms]\s*)+$", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def clean_text(value: object, *, what: str, max_length: int, required: bool = True) -> str:
+    """Strip control characters and outer whitespace; refuse empty or over-long text."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be text, not {type(value).__name__}")
+    if len(value) > max_length * 4:
+        # Refuse huge input before doing any work on it.
+        raise InvalidInput(f"{what} is {len(value)} characters long; at most {max_length}")
+    text = _CONTROL.sub(" ", value).strip()
+    text = re.sub(r" {2,}", " ", text)
+    if required and not text:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(text) > max_length:
+        raise InvalidInput(f"{what} is {len(text)} characters long; at most {max_length}")
+    return text
+
+
+def clean_reason(value: object) -> str:
+    """A maintenance reason: required, at most 500 characters, control characters removed."""
+    return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH)
+
+
+def clean_actor(value: object) -> str:
+    """Who made a change; defaults to 'unknown' when not given."""
+    text = clean_text(value, what="actor name", max_length=MAX_ACTOR_LENGTH, required=False)
+    return text or "unknown"
+
+
+def parse_duration(
+    value: object,
+    *,
+    what: str = "duration",
+    maximum: int = MAX_DURATION_SECONDS,
+    allow_zero: bool = False,
+) -> int:
+    """Seconds from an int/float or a text like ``90``, ``90s``, ``30m``, ``1h30m``, ``2d``.
+
+    Raises `InvalidInput` for negative, zero (unless ``allow_zero``), absurd
+    (over ``maximum``), fractional or unparsable values.
+    """
+    seconds: float
+    if isinstance(value, bool) or value is None:
+        raise InvalidInput(f"{what} must be a number of seconds or a text like 1h30m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif _DURATION_FULL.match(text):
+            seconds = sum(
+                int(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION_PART.findall(text)
+            )
+        else:
+            raise InvalidInput(
+                f"{what} {value[:40]!r} is not understood; use seconds or forms like "
+                "90s, 30m, 1h30m, 2d"
+            )
+    else:
+        raise InvalidInput(f"{what} must be a number of seconds or a text like 1h30m")
+    if not math.isfinite(seconds) or seconds != int(seconds):
+        raise InvalidInput(f"{what} must be a whole number of seconds")
+    if seconds < 0:
+        raise InvalidInput(f"{what} must not be negative")
+    if seconds == 0 and not allow_zero:
+        raise InvalidInput(f"{what} must be at least 1 second")
+    if seconds > maximum:
+        raise InvalidInput(f"{what} of {int(seconds)}s is too long; at most {maximum}s")
+    return int(seconds)
+
+
+def format_duration(seconds: float) -> str:
+    """Human form of a duration: ``1h30m``, ``45s``."""
+    seconds = int(round(seconds))
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            n, seconds = divmod(seconds, size)
+            parts.append(f"{n}{unit}")
+    return "".join(parts)

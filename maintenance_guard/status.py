@@ -1,0 +1,167 @@
+"""`MaintenanceStatus`: the shared maintenance state as a value, and its JSON shape (no I/O)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from .modes import EMERGENCY_MESSAGE, GENERAL_MESSAGE, MaintenanceMode
+
+TEST_MESSAGE = "Maintenance test mode: nothing is blocked; would-be refusals are recorded."
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """Format epoch seconds as ``2025-01-15T10:00:00Z`` (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class MaintenanceStatus:
+    """One snapshot of the fleet-wide maintenance state.
+
+    ``mode`` is None when maintenance is off. Times are epoch seconds; `to_dict` gives
+    the contract JSON. ``version`` increases on every change.
+    """
+
+    mode: MaintenanceMode | None = None
+    reason: str = ""
+    started_at: float | None = None
+    estimated_duration: int | None = None
+    enabled_by: str | None = None
+    auto_end: bool = False
+    blocked_operations: tuple[str, ...] = ()
+    version: int = 0
+    active_jobs_count: int = 0
+    changed_at: float | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_active(self) -> bool:
+        """True while any maintenance mode (test included) is on."""
+        return self.mode is not None
+
+    @property
+    def estimated_completion(self) -> float | None:
+        """Epoch seconds of the announced end, if a duration was given."""
+        if self.started_at is None or self.estimated_duration is None:
+            return None
+        return self.started_at + self.estimated_duration
+
+    def overrunning(self, now: float) -> bool:
+        """True when the announced end has passed and maintenance is still on."""
+        end = self.estimated_completion
+        return self.is_active and end is not None and now > end
+
+    def expired(self, now: float) -> bool:
+        """True when ``auto_end`` is set and the end time has passed."""
+        end = self.estimated_completion
+        return self.is_active and self.auto_end and end is not None and now >= end
+
+    def retry_after(self, now: float, default: int = 300) -> int:
+        """Seconds a refused client should wait: to the announced end, at least 1."""
+        end = self.estimated_completion
+        if end is None:
+            return default
+        return max(1, math.ceil(end - now))
+
+    @property
+    def message(self) -> str:
+        """The general user-facing message for this mode."""
+        if self.mode is MaintenanceMode.EMERGENCY:
+            return EMERGENCY_MESSAGE
+        if self.mode is MaintenanceMode.TEST:
+            return TEST_MESSAGE
+        if self.mode is MaintenanceMode.NORMAL:
+            return GENERAL_MESSAGE
+        return ""
+
+    def with_jobs(self, active_jobs_count: int) -> MaintenanceStatus:
+        """A copy carrying a fresh in-flight job count."""
+        return replace(self, active_jobs_count=active_jobs_count)
+
+    def to_dict(self, now: float | None = None, *, include_admin: bool = False) -> dict[str, Any]:
+        """The contract JSON shape; ``include_admin`` adds who enabled it and the version."""
+        import time
+
+        now = time.time() if now is None else now
+        data: dict[str, Any] = {
+            "is_active": self.is_active,
+            "mode": self.mode.value if self.mode else None,
+            "reason": self.reason if self.is_active else None,
+            "estimated_duration": self.estimated_duration if self.is_active else None,
+            "started_at": iso_utc(self.started_at) if self.is_active else None,
+            "estimated_completion": iso_utc(self.estimated_completion)
+            if self.is_active
+            else None,
+            "blocked_operations": list(self.blocked_operations) if self.is_active else [],
+            "message": self.message,
+            "active_jobs_count": self.active_jobs_count,
+            "overrunning": self.overrunning(now),
+            "auto_end": self.auto_end if self.is_active else False,
+            "retry_after": self.retry_after(now) if self.is_active else None,
+        }
+        if include_admin:
+            data["enabled_by"] = self.enabled_by
+            data["version"] = self.version
+        return data
+
+    # --- storage encoding (flat string fields of the Redis hash) ---
+
+    def to_fields(self) -> dict[str, str]:
+        """Encode as flat string fields (the store's hash); ``version`` is the store's."""
+        return {
+            "mode": self.mode.value if self.mode else "",
+            "reason": self.reason,
+            "started_at": "" if self.started_at is None else repr(self.started_at),
+            "estimated_duration": ""
+            if self.estimated_duration is None
+            else str(self.estimated_duration),
+            "enabled_by": self.enabled_by or "",
+            "auto_end": "1" if self.auto_end else "0",
+            "blocked_operations": json.dumps(list(self.blocked_operations)),
+            "changed_at": "" if self.changed_at is None else repr(self.changed_at),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> MaintenanceStatus:
+        """Decode the store's hash fields; unknown fields are kept in ``extra``."""
+        known = {
+            "mode",
+            "reason",
+            "started_at",
+            "estimated_duration",
+            "enabled_by",
+            "auto_end",
+            "blocked_operations",
+            "version",
+            "changed_at",
+        }
+        mode_value = fields.get("mode", "")
+        return cls(
+            mode=MaintenanceMode(mode_value) if mode_value else None,
+            reason=fields.get("reason", ""),
+            started_at=_float_or_none(fields.get("started_at")),
+            estimated_duration=_int_or_none(fields.get("estimated_duration")),
+            enabled_by=fields.get("enabled_by") or None,
+            auto_end=fields.get("auto_end") == "1",
+            blocked_operations=tuple(json.loads(fields.get("blocked_operations") or "[]")),
+            version=int(fields.get("version") or 0),
+            changed_at=_float_or_none(fields.get("changed_at")),
+            extra={k: v for k, v in fields.items() if k not in known},
+        )
+
+
+INACTIVE = MaintenanceStatus()
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None

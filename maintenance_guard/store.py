@@ -1,0 +1,388 @@
+"""Storage behind a narrow interface: the `StateStore` protocol and its Redis implementation.
+
+Every change to the state is one Lua script: it checks the expected version, bumps the
+version, writes the hash, appends the audit event and publishes the new version, so two
+admins changing the state at once end with one consistent state and both events logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qs, urlparse
+
+import redis
+from redis.exceptions import RedisError
+
+from .errors import ConcurrentChange, InvalidInput, StoreUnavailable
+from .status import MaintenanceStatus
+
+logger = logging.getLogger("maintenance_guard")
+
+EVENTS_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of the audit log (a Redis stream entry)."""
+
+    id: str
+    type: str
+    at: float
+    actor: str
+    reason: str
+    fields: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: id, type, at (ISO), actor, reason and the other fields."""
+        from .status import iso_utc
+
+        return {
+            "id": self.id,
+            "type": self.type,
+            "at": iso_utc(self.at),
+            "actor": self.actor,
+            "reason": self.reason,
+            **self.fields,
+        }
+
+
+class Subscription(Protocol):
+    """A live change feed: `wait` returns the published version, or None on timeout."""
+
+    def wait(self, timeout: float) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class StateStore(Protocol):
+    """What the guard needs from shared storage. Every method may raise `StoreUnavailable`."""
+
+    def load_state(self) -> MaintenanceStatus | None: ...
+
+    def load_version(self) -> int | None: ...
+
+    def change_state(
+        self,
+        fields: Mapping[str, str],
+        event: Mapping[str, str],
+        expected_version: int | None = None,
+    ) -> MaintenanceStatus: ...
+
+    def restore_state(self, status: MaintenanceStatus, event: Mapping[str, str]) -> bool: ...
+
+    def subscribe(self) -> Subscription: ...
+
+    def append_event(self, event: Mapping[str, str]) -> str: ...
+
+    def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]: ...
+
+    def record_attempts(
+        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
+    ) -> None: ...
+
+    def read_attempt_counts(self) -> dict[str, int]: ...
+
+    def count_inflight(self, now: float) -> int: ...
+
+    def ping(self) -> None: ...
+
+
+# KEYS: state hash, events stream. ARGV: expected version ('' = any), channel, maxlen,
+# number of state field pairs, the pairs, then the event pairs.
+_CHANGE_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
+  return {-1, tostring(current)}
+end
+local version = current + 1
+local n = tonumber(ARGV[4])
+local state = {}
+for i = 5, 4 + 2 * n do state[#state + 1] = ARGV[i] end
+state[#state + 1] = 'version'
+state[#state + 1] = tostring(version)
+redis.call('HSET', KEYS[1], unpack(state))
+local event = {}
+for i = 5 + 2 * n, #ARGV do event[#event + 1] = ARGV[i] end
+event[#event + 1] = 'version'
+event[#event + 1] = tostring(version)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(event))
+redis.call('PUBLISH', ARGV[2], tostring(version))
+return {version, id}
+"""
+
+# Restore a lost state only if nobody has written one since: the first process wins.
+_RESTORE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = tonumber(ARGV[3])
+local state = {}
+for i = 4, 3 + 2 * n do state[#state + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(state))
+local event = {}
+for i = 4 + 2 * n, #ARGV do event[#event + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(event))
+redis.call('PUBLISH', ARGV[1], redis.call('HGET', KEYS[1], 'version'))
+return 1
+"""
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel.
+
+    Sentinel form: ``redis+sentinel://host:26379[,host2:26379]/service_name/db``.
+    """
+    options.setdefault("decode_responses", True)
+    options.setdefault("socket_timeout", 2.0)
+    options.setdefault("socket_connect_timeout", 2.0)
+    options.setdefault("health_check_interval", 15)
+    if url.startswith("redis+sentinel://"):
+        from redis.sentinel import Sentinel
+
+        parsed = urlparse(url)
+        hosts = []
+        for part in parsed.netloc.split("@")[-1].split(","):
+            host, _, port = part.partition(":")
+            hosts.append((host, int(port or 26379)))
+        path = [p for p in parsed.path.split("/") if p]
+        if not path:
+            raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")
+        db = int(path[1]) if len(path) > 1 else 0
+        query = parse_qs(parsed.query)
+        password = parsed.password or (query.get("password") or [None])[0]
+        sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])
+        return cast(
+            redis.Redis,
+            sentinel.master_for(path[0], db=db, password=password, **options),
+        )
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:
+        raise InvalidInput(f"not a usable Redis URL {url!r}: {exc}") from None
+
+
+class _RedisSubscription:
+    def __init__(self, client: redis.Redis, channel: str) -> None:
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            self._pubsub.subscribe(channel)
+        except RedisError as exc:
+            self._pubsub.close()
+            raise StoreUnavailable(f"cannot subscribe: {exc}") from exc
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            message = self._pubsub.get_message(timeout=max(timeout, 0.0))
+        except (RedisError, OSError, ValueError) as exc:
+            raise StoreUnavailable(f"subscription lost: {exc}") from exc
+        if message is None or message.get("type") != "message":
+            return None
+        try:
+            return int(message["data"])
+        except (TypeError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        try:
+            self._pubsub.close()
+        except (RedisError, OSError):
+            pass
+
+
+class RedisStore:
+    """`StateStore` on Redis. All keys share one hash tag, so they live in one cluster slot.
+
+    Raises `StoreUnavailable` (never a raw redis-py error) when Redis fails.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "maintenance_guard") -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise InvalidInput(f"key prefix {prefix!r} must be non-empty and without braces")
+        self.redis = client
+        self.prefix = prefix
+        self.state_key = self.key("state")
+        self.events_key = self.key("events")
+        self.attempts_key = self.key("attempts")
+        self.test_records_key = self.key("test_attempts")
+        self.inflight_key = self.key("inflight")
+        self.channel = self.key("changes")
+        self._change = client.register_script(_CHANGE_LUA)
+        self._restore = client.register_script(_RESTORE_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "maintenance_guard") -> RedisStore:
+        """Connect to ``url`` (not checked until first use)."""
+        return cls(connect(url), prefix)
+
+    def key(self, name: str) -> str:
+        """The Redis key for ``name`` under this store's prefix."""
+        return f"{{{self.prefix}}}:{name}"
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` unless Redis answers."""
+        with self._errors("ping"):
+            self.redis.ping()
+
+    def load_state(self) -> MaintenanceStatus | None:
+        """The stored state, or None when the store holds none (new, or lost)."""
+        with self._errors("read state"):
+            fields = cast(dict[str, str], self.redis.hgetall(self.state_key))
+        if not fields:
+            return None
+        return MaintenanceStatus.from_fields(fields)
+
+    def load_version(self) -> int | None:
+        """The stored version, or None when the store holds no state."""
+        with self._errors("read version"):
+            value = self.redis.hget(self.state_key, "version")
+        return None if value is None else int(cast(str, value))
+
+    def change_state(
+        self,
+        fields: Mapping[str, str],
+        event: Mapping[str, str],
+        expected_version: int | None = None,
+    ) -> MaintenanceStatus:
+        """Write ``fields``, bump the version, log ``event`` and notify, atomically.
+
+        Raises `ConcurrentChange` if ``expected_version`` is given and is not current.
+        """
+        args: list[str] = [
+            "" if expected_version is None else str(expected_version),
+            self.channel,
+            str(EVENTS_MAXLEN),
+            str(len(fields)),
+        ]
+        for k, v in fields.items():
+            args += [k, v]
+        for k, v in event.items():
+            args += [k, v]
+        with self._errors("change state"):
+            version, _event_id = self._change(keys=[self.state_key, self.events_key], args=args)
+        if int(version) < 0:
+            raise ConcurrentChange(
+                f"state changed meanwhile (expected version {expected_version}, "
+                f"found {_event_id})"
+            )
+        state = self.load_state()
+        if state is None:  # pragma: no cover - would need Redis to lose data mid-call
+            raise StoreUnavailable("state vanished right after it was written")
+        return state
+
+    def restore_state(self, status: MaintenanceStatus, event: Mapping[str, str]) -> bool:
+        """Write ``status`` back if the store lost its state; True if this call did it."""
+        fields = dict(status.to_fields())
+        fields["version"] = str(status.version + 1)
+        args = [self.channel, str(EVENTS_MAXLEN), str(len(fields))]
+        for k, v in fields.items():
+            args += [k, v]
+        for k, v in {**event, "version": fields["version"]}.items():
+            args += [k, v]
+        with self._errors("restore state"):
+            done = self._restore(keys=[self.state_key, self.events_key], args=args)
+        return bool(done)
+
+    def subscribe(self) -> Subscription:
+        """Open a subscription to change notifications."""
+        return _RedisSubscription(self.redis, self.channel)
+
+    def append_event(self, event: Mapping[str, str]) -> str:
+        """Append an audit event that is not a state change; returns its stream id."""
+        with self._errors("append event"):
+            return cast(
+                str,
+                self.redis.xadd(
+                    self.events_key, dict(event), maxlen=EVENTS_MAXLEN, approximate=True
+                ),
+            )
+
+    def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
+        """Audit events, newest first; ``since`` (epoch seconds) keeps only later ones."""
+        low = "-" if since is None else f"{int(since * 1000)}-0"
+        with self._errors("read events"):
+            rows = self.redis.xrevrange(self.events_key, "+", low, count=limit)
+        return [_to_event(entry_id, fields) for entry_id, fields in rows]
+
+    def record_attempts(
+        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
+    ) -> None:
+        """Add to the attempt counters and append test-mode records, in one round trip."""
+        if not counts and not records:
+            return
+        with self._errors("record attempts"):
+            pipe = self.redis.pipeline(transaction=False)
+            for field, n in counts.items():
+                pipe.hincrby(self.attempts_key, field, n)
+            for record in records:
+                pipe.xadd(self.test_records_key, dict(record), maxlen=1_000_000, approximate=True)
+            pipe.execute()
+
+    def read_attempt_counts(self) -> dict[str, int]:
+        """The blocked-attempt counters."""
+        with self._errors("read attempt counts"):
+            raw = cast(dict[str, str], self.redis.hgetall(self.attempts_key))
+        return {k: int(v) for k, v in raw.items()}
+
+    def count_inflight(self, now: float) -> int:
+        """In-flight jobs whose heartbeat deadline has not passed."""
+        with self._errors("count in-flight jobs"):
+            return int(cast(int, self.redis.zcount(self.inflight_key, now, "+inf")))
+
+    def _errors(self, what: str) -> _StoreErrors:
+        return _StoreErrors(what)
+
+
+class _StoreErrors:
+    """Turns redis-py and socket errors into `StoreUnavailable`."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, (RedisError, OSError)):
+            raise StoreUnavailable(f"cannot {self.what}: {exc}") from exc
+        return False
+
+
+def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:
+    rest = {k: v for k, v in fields.items() if k not in ("type", "at", "actor", "reason")}
+    try:
+        at = float(fields.get("at") or 0)
+    except ValueError:
+        at = int(entry_id.split("-")[0]) / 1000
+    return AuditEvent(
+        id=entry_id,
+        type=fields.get("type", "unknown"),
+        at=at or int(entry_id.split("-")[0]) / 1000,
+        actor=fields.get("actor", ""),
+        reason=fields.get("reason", ""),
+        fields=rest,
+    )
+
+
+def event_fields(
+    type_: str, *, actor: str, reason: str = "", at: float | None = None, **extra: object
+) -> dict[str, str]:
+    """Flat string fields of an audit event."""
+    fields = {
+        "type": type_,
+        "actor": actor,
+        "reason": reason,
+        "at": repr(time.time() if at is None else at),
+    }
+    for k, v in extra.items():
+        if v is None:
+            continue
+        fields[k] = v if isinstance(v, str) else json.dumps(v)
+    return fields
+
+
+def dump_json(value: Sequence[object] | Mapping[str, object]) -> str:
+    """Compact JSON for values stored in Redis."""
+    return json.dumps(value, separators=(",", ":"))
