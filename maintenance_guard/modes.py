@@ -95,8 +95,7 @@ _BUILTIN_INFO: tuple[OperationInfo, ...] = (
     ),
     OperationInfo(
         "platform_operations",
-        "Platform connections and switching are temporarily unavailable "
-        "during system maintenance.",
+        "Platform connections and switching are temporarily unavailable during system maintenance.",
         ("Use the platform you are connected to in read-only mode",),
     ),
     OperationInfo(
@@ -106,14 +105,12 @@ _BUILTIN_INFO: tuple[OperationInfo, ...] = (
     ),
     OperationInfo(
         "user_data_modification",
-        "Profile and settings changes are temporarily unavailable "
-        "during system maintenance.",
+        "Profile and settings changes are temporarily unavailable during system maintenance.",
         ("View your profile and settings",),
     ),
     OperationInfo(
         "image_processing",
-        "Image upload and processing are temporarily unavailable "
-        "during system maintenance.",
+        "Image upload and processing are temporarily unavailable during system maintenance.",
         ("Browse images you have already uploaded",),
     ),
     OperationInfo(

@@ -95,9 +95,7 @@ class MaintenanceStatus:
             "reason": self.reason if self.is_active else None,
             "estimated_duration": self.estimated_duration if self.is_active else None,
             "started_at": iso_utc(self.started_at) if self.is_active else None,
-            "estimated_completion": iso_utc(self.estimated_completion)
-            if self.is_active
-            else None,
+            "estimated_completion": iso_utc(self.estimated_completion) if self.is_active else None,
             "blocked_operations": list(self.blocked_operations) if self.is_active else [],
             "message": self.message,
             "active_jobs_count": self.active_jobs_count,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlparse
@@ -19,6 +20,7 @@ import redis
 from redis.exceptions import RedisError
 
 from .errors import ConcurrentChange, InvalidInput, StoreUnavailable
+from .events import TEST_KINDS, log_audit_event
 from .status import MaintenanceStatus
 
 logger = logging.getLogger("maintenance_guard")
@@ -89,6 +91,10 @@ class StateStore(Protocol):
 
     def count_inflight(self, now: float) -> int: ...
 
+    def record_presence(self, member: str, fields: Mapping[str, object]) -> None: ...
+
+    def remove_presence(self, member: str) -> None: ...
+
     def ping(self) -> None: ...
 
 
@@ -130,7 +136,7 @@ return 1
 """
 
 
-def connect(url: str, **options: Any) -> redis.Redis:
+def connect(url: str, **options: Any) -> redis.Redis[Any]:
     """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel.
 
     Sentinel form: ``redis+sentinel://host:26379[,host2:26379]/service_name/db``.
@@ -152,10 +158,10 @@ def connect(url: str, **options: Any) -> redis.Redis:
             raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")
         db = int(path[1]) if len(path) > 1 else 0
         query = parse_qs(parsed.query)
-        password = parsed.password or (query.get("password") or [None])[0]
+        password = parsed.password or next(iter(query.get("password", [])), None)
         sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])
         return cast(
-            redis.Redis,
+            "redis.Redis[Any]",
             sentinel.master_for(path[0], db=db, password=password, **options),
         )
     try:
@@ -165,7 +171,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
 
 
 class _RedisSubscription:
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis[Any], channel: str) -> None:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             self._pubsub.subscribe(channel)
@@ -198,7 +204,7 @@ class RedisStore:
     Raises `StoreUnavailable` (never a raw redis-py error) when Redis fails.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "maintenance_guard") -> None:
+    def __init__(self, client: redis.Redis[Any], prefix: str = "maintenance_guard") -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise InvalidInput(f"key prefix {prefix!r} must be non-empty and without braces")
         self.redis = client
@@ -264,9 +270,9 @@ class RedisStore:
             version, _event_id = self._change(keys=[self.state_key, self.events_key], args=args)
         if int(version) < 0:
             raise ConcurrentChange(
-                f"state changed meanwhile (expected version {expected_version}, "
-                f"found {_event_id})"
+                f"state changed meanwhile (expected version {expected_version}, found {_event_id})"
             )
+        log_audit_event({**event, "version": str(version)}, str(_event_id))
         state = self.load_state()
         if state is None:  # pragma: no cover - would need Redis to lose data mid-call
             raise StoreUnavailable("state vanished right after it was written")
@@ -283,6 +289,8 @@ class RedisStore:
             args += [k, v]
         with self._errors("restore state"):
             done = self._restore(keys=[self.state_key, self.events_key], args=args)
+        if done:
+            log_audit_event({**event, "version": fields["version"]})
         return bool(done)
 
     def subscribe(self) -> Subscription:
@@ -292,12 +300,14 @@ class RedisStore:
     def append_event(self, event: Mapping[str, str]) -> str:
         """Append an audit event that is not a state change; returns its stream id."""
         with self._errors("append event"):
-            return cast(
+            event_id = cast(
                 str,
                 self.redis.xadd(
                     self.events_key, dict(event), maxlen=EVENTS_MAXLEN, approximate=True
                 ),
             )
+        log_audit_event(event, event_id)
+        return event_id
 
     def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
         """Audit events, newest first; ``since`` (epoch seconds) keeps only later ones."""
@@ -329,25 +339,72 @@ class RedisStore:
     def count_inflight(self, now: float) -> int:
         """In-flight jobs whose heartbeat deadline has not passed."""
         with self._errors("count in-flight jobs"):
-            return int(cast(int, self.redis.zcount(self.inflight_key, now, "+inf")))
+            return int(self.redis.zcount(self.inflight_key, now, "+inf"))
 
-    def _errors(self, what: str) -> _StoreErrors:
-        return _StoreErrors(what)
+    # --- process presence (each watcher says which state version it has seen) ---
 
+    def record_presence(self, member: str, fields: Mapping[str, object]) -> None:
+        """Write one process's presence record (JSON) into the processes hash."""
+        with self._errors("record presence"):
+            self.redis.hset(self.key("processes"), member, dump_json(fields))
 
-class _StoreErrors:
-    """Turns redis-py and socket errors into `StoreUnavailable`."""
+    def remove_presence(self, member: str) -> None:
+        """Forget one process's presence record."""
+        with self._errors("remove presence"):
+            self.redis.hdel(self.key("processes"), member)
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def read_presence(self) -> dict[str, dict[str, Any]]:
+        """Every presence record, by member (``host:pid``); unreadable ones are skipped."""
+        with self._errors("read presence"):
+            raw = cast(dict[str, str], self.redis.hgetall(self.key("processes")))
+        out: dict[str, dict[str, Any]] = {}
+        for member, value in raw.items():
+            try:
+                record = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out[member] = record
+        return out
 
-    def __enter__(self) -> None:
-        return None
+    # --- test-mode data ---
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is not None and isinstance(exc, (RedisError, OSError)):
-            raise StoreUnavailable(f"cannot {self.what}: {exc}") from exc
-        return False
+    def read_test_records(self, start: float, batch: int = 10_000) -> Iterator[dict[str, str]]:
+        """Test-mode records flushed at or after ``start`` (epoch seconds), oldest first."""
+        low = f"{int(start * 1000)}-0"
+        while True:
+            with self._errors("read test records"):
+                rows = self.redis.xrange(self.test_records_key, low, "+", count=batch)
+            for _entry_id, fields in rows:
+                yield fields
+            if len(rows) < batch:
+                return
+            low = "(" + rows[-1][0]
+
+    def clear_test_data(self) -> int:
+        """Delete the test-mode records and test counters; returns the records deleted."""
+        with self._errors("clear test data"):
+            records = int(self.redis.xlen(self.test_records_key))
+            fields = [
+                f
+                for f in cast(list[str], self.redis.hkeys(self.attempts_key))
+                if f.split(":", 1)[0] in TEST_KINDS
+            ]
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(self.test_records_key)
+            if fields:
+                pipe.hdel(self.attempts_key, *fields)
+            pipe.execute()
+        return records
+
+    @staticmethod
+    @contextmanager
+    def _errors(what: str) -> Iterator[None]:
+        """Turn redis-py and socket errors into `StoreUnavailable`."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot {what}: {exc}") from exc
 
 
 def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:

@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> object:
     """Poll ``condition`` until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
