@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import threading
 import time
 import weakref
@@ -88,6 +90,8 @@ class MaintenanceGuard:
             for name in self.settings.blocked_operations:
                 self.catalog.require(name)
         self._clock = clock
+        # Shown in the process presence record; adapters set "worker", "web", ...
+        self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or _default_role()
         self._listeners: list[ChangeListener] = []
         self.store_errors = 0
         self._last_error_log = 0.0
@@ -155,6 +159,8 @@ class MaintenanceGuard:
         if mode is None or is_admin:
             return
         if snap.end_at is not None and self._clock() >= snap.end_at:
+            return
+        if mode is not MaintenanceMode.TEST and name is not None and name not in snap.blocked:
             return
         decision = decide(
             mode, name, snap.blocked, is_admin=False, normal_blocked=snap.normal_blocked
@@ -293,14 +299,7 @@ class MaintenanceGuard:
                 operations=list(requested) or None,
             ),
         )
-        logger.info(
-            "maintenance %s by %s: %s",
-            parsed_mode.value,
-            actor,
-            clean,
-            extra={"mg_event": "enabled", "mg_mode": parsed_mode.value, "mg_actor": actor},
-        )
-        return status
+        return status  # the store logs the audit event (events.log_audit_event)
 
     def disable(self, by: str | None = None, reason: str = "") -> MaintenanceStatus:
         """Switch maintenance off for the whole fleet; a no-op if it is already off."""
@@ -319,10 +318,17 @@ class MaintenanceGuard:
             ),
             skip_if=lambda old: old is None or not old.is_active,
         )
-        logger.info(
-            "maintenance disabled by %s", actor, extra={"mg_event": "disabled", "mg_actor": actor}
-        )
         return status
+
+    def attempt_counts(self) -> dict[str, Any]:
+        """Fleet-wide attempt counters, nested {kind: {operation: {surface: n}}}.
+
+        Flushes this process's buffer first. Raises `StoreUnavailable`.
+        """
+        from .events import summarise_counts
+
+        self.flush()
+        return summarise_counts(self.store.read_attempt_counts())
 
     def events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
         """The audit log, newest first. Raises `StoreUnavailable`."""
@@ -384,6 +390,10 @@ class MaintenanceGuard:
         self._watching = False
         self._thread = None
         self.flush()
+        try:
+            self.store.remove_presence(_presence_member())
+        except StoreUnavailable:
+            pass
 
     def flush(self) -> None:
         """Write buffered attempt counters and test records to the store now."""
@@ -473,16 +483,11 @@ class MaintenanceGuard:
             pid=str(os.getpid()),
         )
         try:
-            restored_here = self.store.restore_state(lost, event)
+            self.store.restore_state(lost, event)  # logs state_restored if it won
             stored = self.store.load_state()
         except StoreUnavailable as exc:
             self._note_store_error(exc)
             return
-        if restored_here:
-            logger.warning(
-                "the store lost the maintenance state; restored it",
-                extra={"mg_event": "state_restored", "mg_mode": str(lost.mode)},
-            )
         if stored is not None:
             self._install(stored)
 
@@ -506,7 +511,6 @@ class MaintenanceGuard:
         except StoreUnavailable as exc:
             self._note_store_error(exc)
             return
-        logger.info("maintenance auto-ended", extra={"mg_event": "auto_ended"})
         self._install(stored)
 
     def _watch(self) -> None:
@@ -560,6 +564,27 @@ class MaintenanceGuard:
                 self.refresh()
         elif version != snap.status.version or not snap.known:
             self.refresh()
+        self._record_presence()
+
+    def _record_presence(self) -> None:
+        # One write a poll, so a validation report can tell which version each live
+        # process has seen (see validation.py).
+        snap = self._snapshot
+        try:
+            self.store.record_presence(
+                _presence_member(),
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "role": self.role,
+                    "version": snap.status.version if snap.known else None,
+                    "mode": snap.status.mode.value if snap.status.mode else None,
+                    "seen_at": time.time(),
+                    "poll_interval": self.settings.poll_interval,
+                },
+            )
+        except StoreUnavailable as exc:
+            self._note_store_error(exc)
 
     def _note_store_error(self, exc: Exception) -> None:
         self.store_errors += 1
@@ -578,6 +603,15 @@ def clean_text_optional(value: object) -> str:
     from .inputs import MAX_REASON_LENGTH, clean_text
 
     return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH, required=False)
+
+
+def _presence_member() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _default_role() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name or "python"
 
 
 def _after_fork(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:
