@@ -1,0 +1,107 @@
+"""`maintenance-guard report` (test-mode validation report) and `reset-test`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..cli import cli_errors, default_actor, get_guard, main
+from ..validation import MAX_GRACE, build_test_report, reset_test_data
+
+
+@main.command()
+@click.option(
+    "--mode-test",
+    "mode_test",
+    is_flag=True,
+    help="Report on the latest test-mode window (otherwise: the emergency report).",
+)
+@click.option(
+    "--grace",
+    type=click.IntRange(0, MAX_GRACE),
+    default=30,
+    show_default=True,
+    help="Grace period (seconds) to judge in-flight jobs against.",
+)
+@click.option(
+    "--status-url",
+    envvar="MAINTENANCE_GUARD_STATUS_URL",
+    default=None,
+    help="Status API to check, e.g. http://web/api/maintenance/status.",
+)
+@click.option(
+    "--session-prefix",
+    default="session:",
+    show_default=True,
+    help="Redis key prefix of the Flask-Session sessions to count.",
+)
+@click.option(
+    "--latency-calls",
+    type=click.IntRange(0, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="check() calls to time in this process (0 skips the measure).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@cli_errors
+def report(
+    ctx: click.Context,
+    mode_test: bool,
+    grace: int,
+    status_url: str | None,
+    session_prefix: str,
+    latency_calls: int,
+    as_json: bool,
+) -> None:
+    """Show a validation report: --mode-test for the latest test-mode window."""
+    guard = get_guard(ctx)
+    if not mode_test:
+        _emergency_report(guard, as_json)
+        return
+    built = build_test_report(
+        guard,
+        grace=grace,
+        status_url=status_url,
+        session_prefix=session_prefix,
+        latency_calls=latency_calls,
+    )
+    if as_json:
+        click.echo(json.dumps(built.to_dict(), indent=2))
+    else:
+        click.echo(built.to_text())
+
+
+def _emergency_report(guard: Any, as_json: bool) -> None:
+    try:
+        from .. import emergency  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:
+        emergency = None
+    build = getattr(emergency, "build_report", None)
+    if build is None:
+        click.echo(
+            "No emergency report yet: this version has no emergency report. "
+            "Use `maintenance-guard report --mode-test` for the test-mode report."
+        )
+        return
+    result = build(guard)
+    if as_json:
+        data = result.to_dict() if hasattr(result, "to_dict") else result
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif hasattr(result, "to_text"):
+        click.echo(result.to_text())
+    else:
+        click.echo(json.dumps(result, indent=2, default=str))
+
+
+@main.command("reset-test")
+@click.option("--by", default=default_actor, help="Who resets (default: your login name).")
+@click.pass_context
+@cli_errors
+def reset_test(ctx: click.Context, by: str) -> None:
+    """Delete the test-mode records and would-be-blocked counters (audited)."""
+    guard = get_guard(ctx)
+    deleted = reset_test_data(guard, by)
+    click.echo(f"Test data cleared ({deleted} records deleted).")
