@@ -1,0 +1,120 @@
+/* Admin dashboard: JSON calls with the CSRF token; tables rebuilt with textContent only. */
+(function () {
+  "use strict";
+  var tokenMeta = document.querySelector('meta[name="mg-csrf-token"]');
+  var token = tokenMeta ? tokenMeta.getAttribute("content") : "";
+  var script = document.getElementById("mg-admin-script");
+  var overviewUrl = script.getAttribute("data-overview-url");
+  var result = document.getElementById("mg-result");
+
+  function show(text, ok) {
+    result.textContent = text;
+    result.setAttribute("data-ok", ok ? "true" : "false");
+  }
+
+  function post(url, payload) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json",
+                "X-CSRF-Token": token},
+      body: JSON.stringify(payload)
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) {
+          throw new Error(data.message || ("request failed (" + response.status + ")"));
+        }
+        return data;
+      });
+    });
+  }
+
+  function row(cells) {
+    var tr = document.createElement("tr");
+    cells.forEach(function (value) {
+      var td = document.createElement("td");
+      td.textContent = value === null || value === undefined ? "" : String(value);
+      tr.appendChild(td);
+    });
+    return tr;
+  }
+
+  function fill(tableId, rows, empty, columns) {
+    var tbody = document.querySelector("#" + tableId + " tbody");
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    if (!rows.length) {
+      var tr = row([empty]);
+      tr.firstChild.colSpan = columns;
+      tbody.appendChild(tr);
+    }
+    rows.forEach(function (cells) { tbody.appendChild(row(cells)); });
+  }
+
+  function renderOverview(data) {
+    var jobs = data.jobs || [];
+    fill("mg-jobs", jobs.map(function (j) {
+      return [j.name || j.task || "", j.id || j.task_id || "", j.worker || j.hostname || "",
+              j.started_at || ""];
+    }), data.active_jobs_count + " running (details unavailable)", 4);
+    document.getElementById("mg-jobs-count").textContent = String(data.active_jobs_count);
+    var attempts = [];
+    Object.keys(data.attempts || {}).forEach(function (kind) {
+      Object.keys(data.attempts[kind]).forEach(function (op) {
+        Object.keys(data.attempts[kind][op]).forEach(function (surface) {
+          attempts.push([kind, op, surface, data.attempts[kind][op][surface]]);
+        });
+      });
+    });
+    fill("mg-attempts", attempts, "No refused attempts recorded.", 4);
+    fill("mg-history", (data.events || []).map(function (e) {
+      return [e.at, e.type, e.actor, e.reason, e.mode || e.previous_mode || ""];
+    }), "No events yet.", 5);
+  }
+
+  function refreshOverview() {
+    fetch(overviewUrl, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) { renderOverview(data); } })
+      .catch(function () {});
+  }
+
+  document.getElementById("mg-enable-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    var payload = {mode: form.mode.value, reason: form.reason.value};
+    var duration = form.duration.value.trim();
+    if (duration) { payload.duration = /^\d+$/.test(duration) ? Number(duration) : duration; }
+    if (form.auto_end.checked) { payload.auto_end = true; }
+    var ops = Array.prototype.filter.call(form.querySelectorAll('input[name="operations"]'),
+      function (box) { return box.checked; }).map(function (box) { return box.value; });
+    if (ops.length && payload.mode === "normal") { payload.operations = ops; }
+    post(form.getAttribute("data-url"), payload)
+      .then(function (s) { show("Maintenance enabled (" + s.mode + " mode).", true); refreshOverview(); })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  document.getElementById("mg-disable-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    var payload = {};
+    if (form.reason.value.trim()) { payload.reason = form.reason.value; }
+    post(form.getAttribute("data-url"), payload)
+      .then(function () { show("Maintenance disabled.", true); refreshOverview(); })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  document.getElementById("mg-emergency-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    if (!window.confirm("Trigger emergency maintenance? Running jobs will be stopped.")) { return; }
+    var grace = form.grace_period.value.trim();
+    var payload = {reason: form.reason.value};
+    if (grace !== "") { payload.grace_period = /^\d+$/.test(grace) ? Number(grace) : grace; }
+    post(form.getAttribute("data-url"), payload)
+      .then(function () { show("Emergency maintenance triggered.", true); refreshOverview(); })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  if (window.maintenanceGuard) { window.maintenanceGuard.onStatus(refreshOverview); }
+  setInterval(refreshOverview, 5000);
+})();
