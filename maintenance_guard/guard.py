@@ -70,6 +70,8 @@ class MaintenanceGuard:
     _recorder: AttemptRecorder
     _start_lock: threading.Lock
     _stop_event: threading.Event
+    _install_lock: threading.Lock
+    _installs: int
 
     def __init__(
         self,
@@ -336,6 +338,16 @@ class MaintenanceGuard:
             raise InvalidInput("limit must be between 1 and 10000")
         return self.store.read_events(limit=limit, since=since)
 
+    def drain(
+        self, timeout: float = 300.0, operations: Iterable[str | Operation] | None = None
+    ) -> Any:
+        """Wait until no tracked job (of ``operations``) is in flight; returns a
+        `maintenance_guard.inflight.DrainResult` (``drained`` False on timeout)."""
+        from .inflight import drain
+
+        names = None if operations is None else [str(op) for op in operations]
+        return drain(self, timeout, names)
+
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(status)`` from the watcher thread after every state change."""
         self._listeners.append(listener)
@@ -353,6 +365,7 @@ class MaintenanceGuard:
     def refresh(self, *, raise_errors: bool = False) -> MaintenanceStatus:
         """Read the state from the store now. On failure keep the last known state
         (or raise `StoreUnavailable` if ``raise_errors``)."""
+        read_at = self._installs
         try:
             stored = self.store.load_state()
         except StoreUnavailable as exc:
@@ -365,7 +378,7 @@ class MaintenanceGuard:
                 self._restore_lost_state()
                 return self._snapshot.status
             stored = INACTIVE
-        self._install(stored)
+        self._install(stored, read_at)
         return self._snapshot.status
 
     def start(self) -> None:
@@ -410,6 +423,8 @@ class MaintenanceGuard:
 
     def _reset_process_state(self) -> None:
         self._recorder = AttemptRecorder()
+        self._install_lock = threading.Lock()
+        self._installs = 0
         self._start_lock = threading.Lock()
         self._stop_event = threading.Event()
         self._watching = False
@@ -440,11 +455,21 @@ class MaintenanceGuard:
         end_at = status.estimated_completion if status.auto_end else None
         return _Snapshot(status, blocked, normal_blocked, end_at, known)
 
-    def _install(self, stored: MaintenanceStatus) -> None:
-        old = self._snapshot
-        if old.known and stored.version == old.status.version and stored.mode == old.mode:
-            return
-        self._snapshot = self._snapshot_of(stored)
+    def _install(self, stored: MaintenanceStatus, read_at: int | None = None) -> None:
+        """Swap in ``stored``; ``read_at`` is `_installs` when the read was issued."""
+        if read_at is None:
+            read_at = self._installs
+        with self._install_lock:
+            old = self._snapshot
+            if old.known and stored.version == old.status.version and stored.mode == old.mode:
+                return
+            if old.known and stored.version < old.status.version and read_at < self._installs:
+                # A read that raced a newer install (watcher vs. admin call): installing it
+                # would move this process back in time. A lower version read after the last
+                # install is real (the store restarted empty) and is installed.
+                return
+            self._snapshot = self._snapshot_of(stored)
+            self._installs += 1
         if old.known and stored.version != old.status.version:
             for listener in list(self._listeners):
                 try:
@@ -459,17 +484,18 @@ class MaintenanceGuard:
         skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
     ) -> MaintenanceStatus:
         for _attempt in range(20):
+            read_at = self._installs
             old = self.store.load_state()
             if skip_if is not None and skip_if(old):
                 if old is not None:
-                    self._install(old)
+                    self._install(old, read_at)
                 return self.current()
             expected = old.version if old is not None else 0
             try:
                 stored = self.store.change_state(new.to_fields(), make_event(old), expected)
             except ConcurrentChange:
                 continue
-            self._install(stored)
+            self._install(stored, read_at)
             return self.current()
         raise ConcurrentChange("the maintenance state kept changing; try again")
 

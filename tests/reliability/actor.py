@@ -1,0 +1,95 @@
+"""Helper processes for the reliability suite: each runs a real guard in its own OS process.
+
+Usage: ``python -m tests.reliability.actor ROLE URL PREFIX [args...]``
+
+Roles:
+- ``storm SEED N``: print ``ready``, wait for ``go`` on stdin, then make N random admin
+  changes (enable normal/emergency/test, disable), each with a unique actor name, printing
+  one JSON line per call, then ``done``. A sampler thread checks the versions this process
+  sees never go backwards and reports ``{"backwards": [...]}`` before ``done``.
+- ``watch POLL``: start the watcher, print ``ready <version>``, then ``seen <version>
+  <mode> <blocked>`` for every version this process sees (blocked = caption_generation is
+  refused), until killed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import threading
+import time
+
+from maintenance_guard import MaintenanceGuard, MaintenanceGuardError
+
+
+def emit(data: object) -> None:
+    print(json.dumps(data) if not isinstance(data, str) else data, flush=True)
+
+
+def storm(url: str, prefix: str, seed: int, count: int) -> None:
+    guard = MaintenanceGuard.from_url(url, key_prefix=prefix, poll_interval=0.1)
+    guard.start()
+    rng = random.Random(seed)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            seen.append(guard.current().version)
+            time.sleep(0.001)
+
+    emit("ready")
+    if sys.stdin.readline().strip() != "go":
+        return
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for i in range(count):
+        actor = f"s{seed}-{i}"
+        kind = rng.choice(["normal", "emergency", "test", "disable", "disable"])
+        try:
+            if kind == "disable":
+                status = guard.disable(by=actor)
+            else:
+                status = guard.enable(kind, reason=f"storm {actor}", by=actor)
+        except MaintenanceGuardError as exc:
+            emit({"actor": actor, "kind": kind, "ok": False, "error": type(exc).__name__})
+            continue
+        emit({"actor": actor, "kind": kind, "ok": True, "version": status.version})
+    stop.set()
+    sampler.join()
+    backwards = [(a, b) for a, b in zip(seen, seen[1:], strict=False) if b < a]
+    emit({"backwards": backwards[:20], "samples": len(seen)})
+    guard.stop(timeout=2)
+    emit("done")
+
+
+def watch(url: str, prefix: str, poll: float) -> None:
+    guard = MaintenanceGuard.from_url(url, key_prefix=prefix, poll_interval=poll)
+    guard.start()
+    last = guard.current().version
+    emit(f"ready {last}")
+    while True:
+        status = guard.current()
+        if status.version != last:
+            last = status.version
+            mode = status.mode.value if status.mode else None
+            emit(f"seen {last} {mode} {guard.is_blocked('caption_generation')}")
+        time.sleep(0.002)
+
+
+def main() -> None:
+    role, url, prefix, *rest = sys.argv[1:]
+    if role == "storm":
+        storm(url, prefix, int(rest[0]), int(rest[1]))
+    elif role == "watch":
+        watch(url, prefix, float(rest[0]) if rest else 0.2)
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
