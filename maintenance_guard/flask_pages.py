@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from .errors import StoreUnavailable
+from .errors import InvalidInput, StoreUnavailable
 from .events import summarise_counts
 from .flask_api import API, ApiError, csrf_token, register_api
+from .inflight import InflightRegistry
+from .status import iso_utc
 
 if TYPE_CHECKING:
     from .flask import FlaskMaintenance
+    from .guard import MaintenanceGuard
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -111,26 +113,20 @@ def admin_overview(ext: FlaskMaintenance, *, events: int = 20) -> dict[str, Any]
     return out
 
 
-def list_inflight_jobs(guard: Any) -> list[dict[str, Any]] | None:
-    """In-flight jobs from the in-flight registry when the package has one, else None."""
+def list_inflight_jobs(guard: MaintenanceGuard) -> list[dict[str, Any]] | None:
+    """In-flight jobs from the registry (no job arguments), or None if it cannot be read."""
     try:
-        inflight = importlib.import_module("maintenance_guard.inflight")
-    except ImportError:
+        jobs = InflightRegistry(guard.store, guard.settings.heartbeat_timeout).jobs()
+    except (StoreUnavailable, InvalidInput):
         return None
-    for name in ("list_inflight", "inflight_jobs", "list_jobs"):
-        reader = getattr(inflight, name, None)
-        if callable(reader):
-            try:
-                jobs = reader(guard)
-            except StoreUnavailable:
-                return None
-            except Exception:  # the registry is another module's; never break the page
-                logger.exception("reading in-flight jobs failed")
-                return None
-            return [_job_dict(job) for job in jobs][:200]
-    return None
+    return [_job_dict(job) for job in jobs[:200]]
 
 
 def _job_dict(job: Any) -> dict[str, Any]:
-    data = job.to_dict() if hasattr(job, "to_dict") else dict(job) if isinstance(job, dict) else {}
-    return {str(k): v for k, v in data.items() if k not in ("args", "kwargs")}
+    return {
+        "id": str(job.id),
+        "name": str(job.name),
+        "operation": job.operation,
+        "worker": str(job.worker),
+        "started_at": iso_utc(job.started_at) if job.started_at else None,
+    }

@@ -53,9 +53,9 @@
   function renderOverview(data) {
     var jobs = data.jobs || [];
     fill("mg-jobs", jobs.map(function (j) {
-      return [j.name || j.task || "", j.id || j.task_id || "", j.worker || j.hostname || "",
-              j.started_at || ""];
-    }), data.active_jobs_count + " running (details unavailable)", 4);
+      return [j.name, j.operation || "", j.id, j.worker, j.started_at || ""];
+    }), data.jobs === null ? data.active_jobs_count + " running (details unavailable)"
+                           : "No jobs running.", 5);
     document.getElementById("mg-jobs-count").textContent = String(data.active_jobs_count);
     var attempts = [];
     Object.keys(data.attempts || {}).forEach(function (kind) {
