@@ -264,4 +264,8 @@ _register_command_modules()
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Under `python -m`, this file runs as __main__ while commands/ modules import
+    # maintenance_guard.cli: run that module's group, which holds their commands.
+    from maintenance_guard.cli import main as registered_main
+
+    registered_main()
