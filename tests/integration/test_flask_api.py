@@ -1,0 +1,285 @@
+"""The maintenance JSON API: public routes, admin routes, CSRF and bad bodies (real Redis)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from maintenance_guard import MaintenanceGuard
+from tests.e2e.flask_support import build_app, make_guard_for_app
+
+CONTRACT_KEYS = {
+    "is_active",
+    "mode",
+    "reason",
+    "estimated_duration",
+    "started_at",
+    "estimated_completion",
+    "blocked_operations",
+    "message",
+    "active_jobs_count",
+}
+
+
+@pytest.fixture
+def guard(make_guard: Callable[..., MaintenanceGuard]) -> MaintenanceGuard:
+    return make_guard_for_app(make_guard)
+
+
+@pytest.fixture
+def app(guard: MaintenanceGuard) -> Flask:
+    return build_app(guard)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin(app: Flask) -> tuple[FlaskClient, dict[str, str]]:
+    """A client signed in as admin, and the headers carrying its CSRF token."""
+    client = app.test_client()
+    client.post("/login", json={"user": "admin"})
+    page = client.get("/admin/maintenance")
+    assert page.status_code == 200
+    match = re.search(r'name="mg-csrf-token" content="([^"]+)"', page.get_data(as_text=True))
+    assert match
+    return client, {"X-CSRF-Token": match.group(1)}
+
+
+def test_status_when_inactive_has_the_contract_shape(client: FlaskClient) -> None:
+    body = client.get("/api/maintenance/status").get_json()
+    assert CONTRACT_KEYS <= set(body)
+    assert body["is_active"] is False
+    assert body["mode"] is None
+    assert body["blocked_operations"] == []
+
+
+def test_status_when_active_shows_reason_end_and_blocked_but_no_admin_name_to_users(
+    client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    guard.enable("normal", reason="DB upgrade", duration=3600, by="alice")
+    body = client.get("/api/maintenance/status").get_json()
+    assert CONTRACT_KEYS <= set(body)
+    assert body["is_active"] is True and body["mode"] == "normal"
+    assert body["reason"] == "DB upgrade"
+    assert body["estimated_duration"] == 3600
+    assert body["estimated_completion"].endswith("Z")
+    assert "caption_generation" in body["blocked_operations"]
+    assert "enabled_by" not in body and "alice" not in str(body)
+
+
+def test_admin_status_includes_who_enabled_it(
+    admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard
+) -> None:
+    client, _ = admin
+    guard.enable("normal", reason="r", by="alice")
+    assert client.get("/api/maintenance/status").get_json()["enabled_by"] == "alice"
+
+
+def test_status_counts_in_flight_jobs(client: FlaskClient, guard: MaintenanceGuard) -> None:
+    import time
+
+    guard.store.redis.zadd(guard.store.inflight_key, {"job-1": time.time() + 60})
+    guard.enable("normal", reason="r")
+    assert client.get("/api/maintenance/status").get_json()["active_jobs_count"] == 1
+
+
+def test_blocked_operations_lists_messages(client: FlaskClient, guard: MaintenanceGuard) -> None:
+    guard.enable("normal", reason="r", operations=["job_creation"])
+    body = client.get("/api/maintenance/blocked-operations").get_json()
+    assert body["blocked_operations"] == ["job_creation"]
+    assert body["details"][0]["message"].startswith("New jobs cannot be started")
+
+
+def test_message_for_an_operation_and_404_json_for_an_unknown_one(
+    client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    guard.enable("normal", reason="r", duration=60)
+    body = client.get("/api/maintenance/message/caption_generation").get_json()
+    assert body["blocked"] is True
+    assert body["message"].startswith("Caption generation is temporarily unavailable")
+    assert 1 <= body["retry_after"] <= 60
+    missing = client.get("/api/maintenance/message/<script>")
+    assert missing.status_code == 404
+    assert missing.get_json()["error"] == "unknown_operation"
+
+
+def test_admin_routes_refuse_non_admins_with_403_json(
+    client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    client.post("/login", json={"user": "bob"})
+    for path in ("enable", "disable", "emergency"):
+        response = client.post(f"/api/maintenance/{path}", json={"reason": "x"})
+        assert response.status_code == 403
+        assert response.get_json()["error"] == "forbidden"
+    assert client.get("/admin/maintenance").status_code == 403
+    assert client.get("/api/maintenance/admin/overview").status_code == 403
+    assert guard.refresh().is_active is False
+
+
+def test_admin_route_without_csrf_token_is_refused(
+    admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard
+) -> None:
+    client, _ = admin
+    response = client.post("/api/maintenance/enable", json={"reason": "x"})
+    assert response.status_code == 403
+    assert response.get_json()["error"] == "csrf_failed"
+    response = client.post(
+        "/api/maintenance/enable", json={"reason": "x"}, headers={"X-CSRF-Token": "guess"}
+    )
+    assert response.status_code == 403
+    assert guard.refresh().is_active is False
+
+
+def test_cross_origin_admin_request_is_refused_even_with_the_token(
+    admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard
+) -> None:
+    client, csrf = admin
+    for extra in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"}):
+        response = client.post(
+            "/api/maintenance/enable", json={"reason": "x"}, headers={**csrf, **extra}
+        )
+        assert response.status_code == 403, extra
+    assert guard.refresh().is_active is False
+    same = client.post(
+        "/api/maintenance/enable",
+        json={"reason": "x"},
+        headers={**csrf, "Origin": "http://localhost"},
+    )
+    assert same.status_code == 200
+
+
+def test_admin_enables_and_disables_for_the_whole_fleet(
+    admin: tuple[FlaskClient, dict[str, str]], make_guard: Callable[..., MaintenanceGuard]
+) -> None:
+    client, csrf = admin
+    elsewhere = make_guard()
+    response = client.post(
+        "/api/maintenance/enable",
+        json={
+            "mode": "normal",
+            "reason": "Database optimization",
+            "duration": "1h",
+            "auto_end": True,
+            "operations": ["caption_generation"],
+        },
+        headers=csrf,
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["mode"] == "normal" and body["enabled_by"] == "admin"
+    assert body["blocked_operations"] == ["caption_generation"]
+    stored = elsewhere.refresh()
+    assert stored.reason == "Database optimization" and stored.estimated_duration == 3600
+    assert stored.auto_end is True
+    response = client.post("/api/maintenance/disable", headers=csrf)
+    assert response.status_code == 200 and response.get_json()["is_active"] is False
+    assert elsewhere.refresh().is_active is False
+    event = elsewhere.events(limit=1)[0]
+    assert event.type == "disabled" and event.actor == "admin"
+
+
+def test_emergency_route_switches_to_emergency(
+    admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard
+) -> None:
+    client, csrf = admin
+    response = client.post(
+        "/api/maintenance/emergency",
+        json={"reason": "data leak", "grace_period": 0},
+        headers=csrf,
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["mode"] == "emergency"
+    assert guard.refresh().mode is not None and guard.refresh().mode.value == "emergency"
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "error"),
+    [
+        ("enable", {"data": "{", "content_type": "application/json"}, 400, "invalid_json"),
+        ("enable", {"data": "[1]", "content_type": "application/json"}, 400, "invalid_body"),
+        ("enable", {"data": "[" * 30000, "content_type": "application/json"}, 400, None),
+        ("enable", {"json": {"reason": ""}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x" * 501}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": 5}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "mode": "party"}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "duration": -5}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "duration": 10**400}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "duration": "soon"}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "duration": [1]}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "auto_end": True}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "auto_end": "yes"}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "operations": "job_creation"}}, 400, None),
+        ("enable", {"json": {"reason": "x", "operations": ["nope"]}}, 400, "unknown_operation"),
+        ("enable", {"json": {"reason": "x", "operations": []}}, 400, "invalid_input"),
+        ("enable", {"json": {"reason": "x", "sneaky": 1}}, 400, "invalid_body"),
+        ("enable", {}, 400, "invalid_body"),
+        ("enable", {"data": '{"reason":"x"}', "content_type": "text/plain"}, 415, None),
+        (
+            "enable",
+            {"data": '{"reason":"x"}', "content_type": "application/x-www-form-urlencoded"},
+            415,
+            None,
+        ),
+        ("enable", {"data": "x" * 70_000, "content_type": "application/json"}, 413, None),
+        ("disable", {"data": "x" * 70_000, "content_type": "application/json"}, 413, None),
+        ("disable", {"json": {"reason": 7}}, 400, "invalid_input"),
+        ("emergency", {"json": {"grace_period": 5}}, 400, "invalid_input"),
+        ("emergency", {"json": {"reason": "x", "grace_period": -1}}, 400, "invalid_input"),
+        ("emergency", {"json": {"reason": "x", "grace_period": 99999}}, 400, "invalid_input"),
+        ("emergency", {"json": {"reason": "x", "grace_period": True}}, 400, "invalid_input"),
+    ],
+)
+def test_bad_bodies_get_a_clear_json_error_and_change_nothing(
+    admin: tuple[FlaskClient, dict[str, str]],
+    guard: MaintenanceGuard,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    error: str | None,
+) -> None:
+    client, csrf = admin
+    guard.enable("test", reason="baseline")
+    before = guard.refresh()
+    response = client.post(f"/api/maintenance/{path}", headers=csrf, **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    body = response.get_json()
+    assert isinstance(body["message"], str) and body["message"]
+    if error is not None:
+        assert body["error"] == error
+    after = guard.refresh()
+    assert after.version == before.version and after.mode == before.mode
+
+
+def test_admin_overview_reports_attempts_and_history(
+    admin: tuple[FlaskClient, dict[str, str]], app: Flask, guard: MaintenanceGuard
+) -> None:
+    client, _ = admin
+    guard.enable("normal", reason="for history", by="alice")
+    user = app.test_client()
+    assert user.post("/api/jobs").status_code == 503
+    guard.flush()
+    body = client.get("/api/maintenance/admin/overview").get_json()
+    assert body["attempts"]["blocked"]["job_creation"]["http"] == 1
+    assert body["events"][0]["type"] == "enabled" and body["events"][0]["actor"] == "alice"
+    assert body["jobs"] == []
+    page = client.get("/admin/maintenance").get_data(as_text=True)
+    assert "for history" in page and "job_creation" in page
+
+
+def test_openapi_document_lists_exactly_the_api_routes(app: Flask, client: FlaskClient) -> None:
+    doc = client.get("/api/maintenance/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/maintenance/") and not rule.rule.endswith("openapi.json"):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            served |= {(path, m) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
+    assert served == documented
