@@ -44,6 +44,8 @@ class NoTestWindow(MaintenanceGuardError):
 class TestWindow:
     """One period in test mode, from the audit log."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     start: float
     end: float | None  # None while test mode is still on
     started_by: str
@@ -277,7 +279,7 @@ def describe_inflight(
     outliving = 0
     for job_id, _deadline in live:
         info = _parse_json(details.get(job_id))
-        started = _as_float(info.get("started_at") or info.get("started"))
+        started = _as_float(info.get("started_at", info.get("started")))
         operation = str(info.get("operation") or "-")
         per_operation[operation] = per_operation.get(operation, 0) + 1
         elapsed = None if started is None else max(0.0, now - started)
@@ -491,6 +493,8 @@ def _percentile(samples: Sequence[int], pct: float) -> float:
 @dataclass(frozen=True)
 class TestReport:
     """The validation report of one test-mode window (see `build_test_report`)."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     window: TestWindow
     generated_at: float
