@@ -167,32 +167,31 @@ class SSEReader:
         head, _, self.buffer = self.buffer.partition(marker)
         return head
 
+    def _decode(self) -> None:
+        if not self.chunked:
+            self.text += self.buffer.decode()
+            self.buffer = b""
+            return
+        while True:
+            size_line, sep, rest = self.buffer.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(size_line.strip() or b"0", 16)
+            if len(rest) < size + 2:
+                return
+            self.text += rest[:size].decode()
+            self.buffer = rest[size + 2 :]
+
     def _more(self) -> None:
         chunk = self.sock.recv(65536)
         if not chunk:
             raise EOFError("stream closed")
-        if self.chunked:
-            # Good enough for tests: drop chunk-size lines between payload pieces.
-            self.buffer += chunk
-            decoded = b""
-            while True:
-                size_line, sep, rest = self.buffer.partition(b"\r\n")
-                if not sep:
-                    break
-                try:
-                    size = int(size_line.strip() or b"0", 16)
-                except ValueError:
-                    break
-                if len(rest) < size + 2:
-                    break
-                decoded += rest[:size]
-                self.buffer = rest[size + 2 :]
-            self.text += decoded.decode()
-        else:
-            self.text += chunk.decode()
+        self.buffer += chunk
+        self._decode()
 
     def next_block(self) -> str:
         """The next event block (text up to a blank line), comments included."""
+        self._decode()
         while "\n\n" not in self.text:
             self._more()
         block, _, self.text = self.text.partition("\n\n")
