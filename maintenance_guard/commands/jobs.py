@@ -1,0 +1,143 @@
+"""CLI commands for Celery work: `jobs` (in flight), `drain` and `deferred`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+
+import click
+
+from ..cli import cli_errors, get_guard, main
+from ..deferred import DeferredQueue
+from ..inflight import InflightJob, InflightRegistry, drain
+from ..inputs import format_duration
+
+EXIT_DRAIN_TIMEOUT = 1
+
+
+def _job_line(job: InflightJob, now: float) -> str:
+    return (
+        f"{job.id}  {job.name:<32} {job.operation or '-':<24} "
+        f"{job.worker} pid={job.pid}  running {format_duration(max(0.0, now - job.started_at))}"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.pass_context
+@cli_errors
+def jobs(ctx: click.Context, as_json: bool) -> None:
+    """List the jobs in flight (oldest first)."""
+    guard = get_guard(ctx)
+    rows = InflightRegistry(guard.store, guard.settings.heartbeat_timeout).jobs()
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in rows], indent=2))
+        return
+    if not rows:
+        click.echo("No jobs in flight.")
+        return
+    now = time.time()
+    click.echo(f"{len(rows)} job(s) in flight:")
+    for job in rows:
+        click.echo(_job_line(job, now))
+
+
+@main.command(name="drain")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, 86_400),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait before giving up (exit 1).",
+)
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    help="Wait only for jobs of this operation (repeatable).",
+)
+@click.pass_context
+@cli_errors
+def drain_command(ctx: click.Context, timeout: float, operations: tuple[str, ...]) -> None:
+    """Wait until no job is in flight, with a progress bar; exit 1 on timeout."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    guard = get_guard(ctx)
+    for op in operations:
+        guard.catalog.require(op)
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]draining[/bold]"),
+        BarColumn(),
+        TextColumn("{task.fields[left]} job(s) left"),
+        TextColumn("oldest: {task.fields[oldest]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    first: list[int] = []
+
+    with progress:
+        bar = progress.add_task("drain", total=None, left="?", oldest="-")
+
+        def show(rows: list[InflightJob], elapsed: float) -> None:
+            if not first:
+                first.append(len(rows))
+            total = max(first[0], len(rows), 1)
+            oldest = "-"
+            if rows:
+                job = rows[0]
+                oldest = f"{job.name} ({format_duration(max(0.0, time.time() - job.started_at))})"
+            progress.update(
+                bar, total=total, completed=total - len(rows), left=len(rows), oldest=oldest
+            )
+
+        result = drain(guard, timeout, list(operations) or None, progress=show)
+    if result.drained:
+        click.echo(f"Drained: no jobs in flight (waited {result.elapsed:.1f}s).")
+        return
+    now = time.time()
+    click.echo(
+        f"Timed out after {result.elapsed:.1f}s; {len(result.remaining)} job(s) still running:"
+    )
+    for job in result.remaining:
+        click.echo(_job_line(job, now))
+    sys.exit(EXIT_DRAIN_TIMEOUT)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.pass_context
+@cli_errors
+def deferred(ctx: click.Context, as_json: bool) -> None:
+    """List submissions parked during maintenance (replayed in order when it ends)."""
+    guard = get_guard(ctx)
+    queue = DeferredQueue(guard.store)
+    parked = queue.entries()
+    replaying = queue.replaying()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "deferred": [e.summary() for e in parked],
+                    "replaying": [e.summary() for e in replaying],
+                },
+                indent=2,
+            )
+        )
+        return
+    if not parked and not replaying:
+        click.echo("No deferred submissions.")
+        return
+    click.echo(f"{len(parked)} deferred submission(s), replayed in this order:")
+    for entry in parked:
+        stamp = datetime.fromtimestamp(entry.deferred_at).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{stamp}  {entry.id}  {entry.task:<32} {entry.operation or '-':<24} "
+            f"from {entry.source}"
+        )
+    for entry in replaying:
+        click.echo(f"replaying now: {entry.id}  {entry.task}")

@@ -1,0 +1,421 @@
+"""Celery test support: a test app, real worker subprocesses, broker queue lengths.
+
+Imported two ways: by the tests (fixtures, `make_app`), and by ``celery -A
+tests.integration.celery_support worker`` in a subprocess, where the ``MG_WORKER_*``
+environment describes the app to build (then the module has an ``app``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from maintenance_guard import MaintenanceGuard
+from maintenance_guard.celery import GuardedTask, install, installation_of
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+TASK_PATTERNS = {
+    "mgtest.caption*": "caption_generation",
+    "mgtest.read": "read",
+    "mgtest.collect": "caption_generation",
+    "mgtest.retrying": "job_creation",
+    "mgtest.spin": "batch_operations",
+}
+
+
+def runs_key(prefix: str) -> str:
+    """Redis list where test tasks record each run (one entry per execution)."""
+    return f"{{{prefix}}}:test:runs"
+
+
+def flag_key(prefix: str, token: str) -> str:
+    """A key a test sets to let a waiting task continue."""
+    return f"{{{prefix}}}:test:flag:{token}"
+
+
+def make_app(
+    *,
+    broker: str,
+    redis_url: str,
+    prefix: str,
+    queue: str,
+    guard: MaintenanceGuard | None = None,
+    guarded: bool = True,
+    **guard_conf: Any,
+) -> Celery:
+    """A Celery app with the test tasks, routed to ``queue``; the guard installed if
+    ``guarded`` (from ``guard``, else from the app's ``maintenance_guard_*`` config)."""
+    app = Celery(f"mgtest-{queue}", set_as_current=False)
+    app.conf.update(
+        broker_url=broker,
+        result_backend=redis_url,
+        result_expires=600,
+        task_default_queue=queue,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=3,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        maintenance_guard_redis_url=redis_url,
+        maintenance_guard_key_prefix=prefix,
+        maintenance_guard_task_operations=dict(TASK_PATTERNS),
+        maintenance_guard_poll_interval=0.2,
+        **{f"maintenance_guard_{k}": v for k, v in guard_conf.items()},
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def record(token: str) -> None:
+        client.rpush(runs_key(prefix), token)
+
+    @app.task(shared=False, name="mgtest.caption")
+    def caption(token: str, duration: float = 0.0) -> str:
+        record(token)
+        time.sleep(duration)
+        return token
+
+    @app.task(
+        shared=False,
+        name="mgtest.guarded_caption",
+        base=GuardedTask,
+        operation="caption_generation",
+    )
+    def guarded_caption(token: str) -> str:
+        record(token)
+        return token
+
+    @app.task(
+        shared=False,
+        name="mgtest.deferrable",
+        base=GuardedTask,
+        operation="image_processing",
+        on_maintenance="defer",
+    )
+    def deferrable(token: str) -> str:
+        record(token)
+        return token
+
+    @app.task(shared=False, name="mgtest.read")
+    def read(token: str) -> str:
+        record(token)
+        return token
+
+    @app.task(shared=False, name="mgtest.collect")
+    def collect(results: list[str], token: str) -> str:
+        record(token)
+        return token
+
+    @app.task(shared=False, name="mgtest.spin")
+    def spin(token: str, duration: float) -> str:
+        record(token)
+        time.sleep(duration)
+        return token
+
+    @app.task(shared=False, name="mgtest.retrying", bind=True, max_retries=1)
+    def retrying(self: Any, token: str) -> str:
+        if self.request.retries:
+            record(f"{token}:retry")
+            return token
+        record(token)
+        # Wait (bounded) until the test has switched maintenance on, then retry.
+        deadline = time.monotonic() + 30
+        while not client.exists(flag_key(prefix, token)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        raise self.retry(countdown=0)
+
+    if guarded:
+        install(app, guard)
+    return app
+
+
+def uninstall(app: Celery) -> None:
+    """Disconnect what `install` connected (tests make many apps in one process)."""
+    inst = installation_of(app)
+    if inst is None:
+        return
+    for sig, receiver in inst.receivers:
+        sig.disconnect(receiver)
+    inst.receivers = []
+
+
+# ---------------------------------------------------------------------- brokers
+
+
+def amqp_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Broker:
+    """A broker the tests publish to, and how to read a queue's length on it."""
+
+    kind: str
+    url: str
+    redis_url: str
+    queues: list[str] = field(default_factory=list)
+
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in ``queue``, read from the broker itself."""
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            try:
+                total = int(client.llen(queue))
+                for key in client.scan_iter(match=f"{queue}\x06\x16*"):
+                    total += int(client.llen(key))
+                return total
+            finally:
+                client.close()
+        from kombu import Connection
+        from kombu.exceptions import OperationalError
+
+        with Connection(self.url) as conn:
+            channel = conn.channel()
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except conn.channel_errors + (OperationalError,):  # type: ignore[operator]
+                return 0  # never declared: nothing was ever published to it
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+
+    def queued_ids(self, queue: str) -> list[str]:
+        """Task ids waiting in a Redis ``queue``, in delivery order (Redis broker only)."""
+        assert self.kind == "redis"
+        client = redis.Redis.from_url(self.url)
+        try:
+            raw = client.lrange(queue, 0, -1)
+        finally:
+            client.close()
+        # kombu LPUSHes and BRPOPs: the tail is delivered first.
+        return [json.loads(m)["headers"]["id"] for m in reversed(raw)]
+
+    def cleanup(self) -> None:
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            try:
+                for queue in self.queues:
+                    keys = [queue, f"_kombu.binding.{queue}"]
+                    keys += list(client.scan_iter(match=f"{queue}\x06\x16*"))
+                    client.delete(*keys)
+            finally:
+                client.close()
+            return
+        from kombu import Connection
+
+        with Connection(self.url) as conn:
+            for queue in self.queues:
+                channel = conn.channel()
+                try:
+                    channel.queue_delete(queue)
+                    channel.exchange_delete(queue)
+                except Exception:
+                    pass
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:
+                        pass
+
+
+def new_queue(broker: Broker) -> str:
+    queue = f"mgq-{uuid.uuid4().hex[:10]}"
+    broker.queues.append(queue)
+    return queue
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Broker]:
+    """Each broker the tests run on: Redis always, RabbitMQ when port 5672 answers."""
+    if request.param == "amqp":
+        if not amqp_available():
+            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+        found = Broker("amqp", AMQP_URL, redis_url)
+    else:
+        found = Broker("redis", redis_url, redis_url)
+    try:
+        yield found
+    finally:
+        found.cleanup()
+
+
+@pytest.fixture
+def redis_broker(redis_url: str) -> Iterator[Broker]:
+    """The Redis broker only."""
+    found = Broker("redis", redis_url, redis_url)
+    try:
+        yield found
+    finally:
+        found.cleanup()
+
+
+# ---------------------------------------------------------------------- worker processes
+
+
+@dataclass
+class WorkerProcess:
+    """A real ``celery worker`` subprocess (prefork) on one queue."""
+
+    process: subprocess.Popen[bytes]
+    hostname: str
+    queue: str
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children): a power loss."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM); SIGKILL whatever is left after 20 s."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.process.poll() is None:
+            self.process.wait(10)
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[StartWorker]:
+    """Factory: start a prefork worker (concurrency 2) on ``queue``; all stopped afterwards.
+
+    Waits until the worker has registered itself (its ``worker_ready`` hook ran).
+    """
+    started: list[WorkerProcess] = []
+
+    def start(
+        broker: Broker,
+        queue: str,
+        *,
+        name: str | None = None,
+        concurrency: int = 2,
+        **guard_conf: Any,
+    ) -> WorkerProcess:
+        hostname = f"{name or queue}@{socket.gethostname()}"
+        env = dict(os.environ)
+        env.update(
+            MG_WORKER_BROKER=broker.url,
+            MG_WORKER_REDIS_URL=redis_url,
+            MG_WORKER_PREFIX=key_prefix,
+            MG_WORKER_QUEUE=queue,
+            MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        )
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tests.integration.celery_support",
+                    "worker",
+                    "-P",
+                    "prefork",
+                    "-c",
+                    str(concurrency),
+                    "-Q",
+                    queue,
+                    "-n",
+                    hostname,
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, hostname, queue, log_path)
+        started.append(worker)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+
+            def ready() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
+                return bool(client.hexists(f"{{{key_prefix}}}:workers", hostname))
+
+            wait_for(ready, timeout=60, interval=0.05)
+        finally:
+            client.close()
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def runs(redis_client: redis.Redis, prefix: str) -> list[str]:
+    """Every recorded run so far, in order."""
+    return list(redis_client.lrange(runs_key(prefix), 0, -1))
+
+
+def wait_runs(
+    redis_client: redis.Redis, prefix: str, expected: list[str], timeout: float = 30
+) -> None:
+    """Wait until every token of ``expected`` has run at least once."""
+    wait_for(lambda: set(expected) <= set(runs(redis_client, prefix)), timeout=timeout)
+
+
+# ---------------------------------------------------------------------- worker entry point
+
+if os.environ.get("MG_WORKER_PREFIX"):
+    app = make_app(
+        broker=os.environ["MG_WORKER_BROKER"],
+        redis_url=os.environ["MG_WORKER_REDIS_URL"],
+        prefix=os.environ["MG_WORKER_PREFIX"],
+        queue=os.environ["MG_WORKER_QUEUE"],
+        **json.loads(os.environ.get("MG_WORKER_GUARD_CONF") or "{}"),
+    )
