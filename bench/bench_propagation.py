@@ -18,8 +18,17 @@ import time
 
 from maintenance_guard import MaintenanceGuard, MaintenanceMode
 
-from .common import ROOT, cleaned, emit, median, note, parse_args, percentile, redis_url
-from .common import unique_prefix
+from .common import (
+    ROOT,
+    cleaned,
+    emit,
+    median,
+    note,
+    parse_args,
+    percentile,
+    redis_url,
+    unique_prefix,
+)
 
 PROCESSES = 8
 
