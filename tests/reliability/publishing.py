@@ -1,0 +1,86 @@
+"""A minimal guarded Celery producer on the real RabbitMQ, and the broker's own queue length.
+
+Only `maintenance_guard.celery.install` (the public adapter API) is used, so the
+reliability suite checks what a user's producer sees. No worker consumes these queues:
+every message a test publishes stays countable on the broker until the queue is deleted.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from celery import Celery
+from kombu import Connection
+
+from maintenance_guard import MaintenanceGuard
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+# Task names the producers publish, and the operations they map to.
+TASK_OPERATIONS = {
+    "rel.caption": "caption_generation",
+    "rel.job": "job_creation",
+    "rel.read": "read",
+}
+
+
+def amqp_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def queue_length(queue: str) -> int:
+    """Messages waiting in ``queue``, read from RabbitMQ itself (0 if never declared)."""
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except conn.channel_errors:
+            return 0
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
+
+
+def delete_queue(queue: str) -> None:
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        try:
+            channel.queue_delete(queue=queue)
+        except conn.channel_errors:
+            pass
+
+
+@contextmanager
+def guarded_producer(guard: MaintenanceGuard) -> Iterator[tuple[Celery, str]]:
+    """A Celery app with ``guard`` installed, publishing to a fresh queue (deleted after).
+
+    ``guard`` must map the `TASK_OPERATIONS` names (``task_operations=TASK_OPERATIONS``).
+    """
+    if not amqp_available():
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    from maintenance_guard.celery import install
+
+    queue = f"mg-rel-{uuid.uuid4().hex[:10]}"
+    app = Celery(f"rel-{queue}", broker=AMQP_URL, set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        task_serializer="json",
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=16,
+    )
+    install(app, guard)
+    try:
+        yield app, queue
+    finally:
+        app.pool.force_close_all()
+        delete_queue(queue)
