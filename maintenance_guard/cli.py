@@ -161,10 +161,32 @@ def status(ctx: click.Context, as_json: bool) -> None:
     guard = get_guard(ctx)
     current = guard.status()
     now = time.time()
+    counts = guard.attempt_counts()
     if as_json:
-        click.echo(json.dumps(current.to_dict(now, include_admin=True), indent=2))
+        data = current.to_dict(now, include_admin=True)
+        data["attempt_counts"] = counts  # admin view: {kind: {operation: {surface: n}}}
+        click.echo(json.dumps(data, indent=2))
     else:
-        click.echo("\n".join(describe_status(current, now)))
+        click.echo("\n".join(describe_status(current, now) + describe_counts(counts)))
+
+
+def describe_counts(counts: dict[str, Any]) -> list[str]:
+    """Readable lines for the refused (and, in test mode, would-be refused) attempts."""
+    titles = {
+        "blocked": "Refused attempts",
+        "would_block_normal": "Test mode, normal would refuse",
+        "would_block_emergency": "Test mode, emergency would refuse",
+    }
+    lines: list[str] = []
+    for kind, title in titles.items():
+        per_op = counts.get(kind) or {}
+        if not per_op:
+            continue
+        lines.append(f"{title}:")
+        for operation, surfaces in sorted(per_op.items()):
+            detail = ", ".join(f"{s}={n}" for s, n in sorted(surfaces.items()))
+            lines.append(f"  {operation:<24} {sum(surfaces.values()):>7}  ({detail})")
+    return lines
 
 
 @main.command()

@@ -4,6 +4,7 @@ and the validation report counts exactly the attempts made, from two processes."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -266,6 +267,13 @@ def test_cli_report_json_text_and_reset_test_clear_only_test_data(
     no_emergency = run_cli(cli_env, "report")
     assert no_emergency.returncode == 0
     assert "emergency report" in no_emergency.stdout.lower()
+
+    status_json = json.loads(run_cli(cli_env, "status", "--json").stdout)
+    assert status_json["attempt_counts"]["blocked"] == {"image_processing": {"http": 1}}
+    assert status_json["attempt_counts"]["would_block_normal"] == {"image_processing": {"http": 4}}
+    status_text = run_cli(cli_env, "status").stdout
+    assert "Refused attempts:" in status_text and "normal would refuse" in status_text
+    assert re.search(r"image_processing\s+4\s+\(http=4\)", status_text)
 
     reset = run_cli(cli_env, "reset-test", "--by", "carol")
     assert reset.returncode == 0, reset.stderr
