@@ -297,7 +297,8 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
         emergency = getattr(guard, "emergency", None)
         report: object = None
         if callable(emergency):
-            report = emergency(reason=reason, grace_period=grace, by=actor)
+            # wait=False: the grace period runs in the background, not in this request.
+            report = emergency(reason=reason, grace_period=grace, by=actor, wait=False)
             status = guard.current()
         else:
             status = guard.enable(MaintenanceMode.EMERGENCY, reason=reason, by=actor)

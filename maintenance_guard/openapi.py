@@ -49,11 +49,20 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 _DURATION: dict[str, Any] = {
-    "description": "Seconds, or a text like 90s, 30m, 1h30m, 2d (at most 7 days).",
+    "description": "Seconds, or a text like 90s, 30m, 2h, 6d; combined forms such as "
+    "1h30m are accepted too. At least 1 second, at most 7 days.",
     "oneOf": [
         {"type": "integer", "minimum": 1, "maximum": 604800},
-        {"type": "string", "pattern": r"^\s*(\d+\s*[dhmsDHMS]\s*)+$|^\s*\d+\s*$"},
+        {"type": "string", "pattern": r"^([1-9][0-9]{0,3}[sm]|[1-9][0-9]?h|[1-7]d)$"},
     ],
+}
+
+# Text with at least one visible character (control characters are stripped).
+_REASON: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 500,
+    "pattern": "[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]",
 }
 
 
@@ -252,9 +261,25 @@ _DOCUMENT: dict[str, Any] = {
                 "type": "object",
                 "required": ["reason"],
                 "additionalProperties": False,
+                "allOf": [
+                    {
+                        "if": {
+                            "required": ["auto_end"],
+                            "properties": {"auto_end": {"const": True}},
+                        },
+                        "then": {"required": ["duration"]},
+                    },
+                    {
+                        "if": {
+                            "required": ["mode"],
+                            "properties": {"mode": {"const": "emergency"}},
+                        },
+                        "then": {"not": {"required": ["operations"]}},
+                    },
+                ],
                 "properties": {
                     "mode": {"type": "string", "enum": ["normal", "emergency", "test"]},
-                    "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "reason": _REASON,
                     "duration": _DURATION,
                     "auto_end": {"type": "boolean"},
                     "operations": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -270,7 +295,7 @@ _DOCUMENT: dict[str, Any] = {
                 "required": ["reason"],
                 "additionalProperties": False,
                 "properties": {
-                    "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "reason": _REASON,
                     "grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
                 },
             },
