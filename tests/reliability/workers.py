@@ -1,0 +1,103 @@
+"""Real prefork Celery workers for the reliability suite (acks_late optional).
+
+Reuses the Celery helper's test app and `WorkerProcess`; adds ``acks_late`` and a choice
+of worker name, so a test can kill a worker and start another on the same queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import ROOT
+from tests.helpers import wait_for
+from tests.integration.celery_support import Broker, WorkerProcess
+
+StartRelWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def rel_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[StartRelWorker]:
+    """Factory: ``rel_worker(broker, queue, name=..., acks_late=..., **guard_conf)`` starts a
+    prefork worker and waits until it registered; every worker is stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        broker: Broker,
+        queue: str,
+        *,
+        name: str,
+        acks_late: bool = False,
+        concurrency: int = 2,
+        **guard_conf: Any,
+    ) -> WorkerProcess:
+        hostname = f"{name}@{socket.gethostname()}"
+        env = dict(os.environ)
+        env.update(
+            MG_WORKER_BROKER=broker.url,
+            MG_WORKER_REDIS_URL=redis_url,
+            MG_WORKER_PREFIX=key_prefix,
+            MG_WORKER_QUEUE=queue,
+            MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
+            MG_REL_ACKS_LATE="1" if acks_late else "0",
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        )
+        log_path = tmp_path / f"rel-worker-{len(started)}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tests.reliability.worker_app",
+                    "worker",
+                    "-P",
+                    "prefork",
+                    "-c",
+                    str(concurrency),
+                    "-Q",
+                    queue,
+                    "-n",
+                    hostname,
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-l",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, hostname, queue, log_path)
+        started.append(worker)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+
+            def ready() -> bool:
+                if process.poll() is not None:
+                    raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
+                return bool(client.hexists(f"{{{key_prefix}}}:workers", hostname))
+
+            wait_for(ready, timeout=60, interval=0.05)
+        finally:
+            client.close()
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
