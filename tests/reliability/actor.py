@@ -7,6 +7,8 @@ Roles:
   changes (enable normal/emergency/test, disable), each with a unique actor name, printing
   one JSON line per call, then ``done``. A sampler thread checks the versions this process
   sees never go backwards and reports ``{"backwards": [...]}`` before ``done``.
+- ``replayer BROKER QUEUE``: a guarded producer that replays deferred work when it sees
+  maintenance end; prints ``ready <version>``.
 - ``watch POLL``: start the watcher, print ``ready <version>``, then ``seen <version>
   <mode> <blocked>`` for every version this process sees (blocked = caption_generation is
   refused), until killed.
@@ -78,10 +80,24 @@ def watch(url: str, prefix: str, poll: float) -> None:
         time.sleep(0.002)
 
 
+def replayer(url: str, prefix: str, broker: str, queue: str) -> None:
+    """A producer process with the guard installed: it replays deferred work when it sees
+    maintenance end (its change listener), competing with every other such process."""
+    from tests.integration.celery_support import make_app
+
+    app = make_app(broker=broker, redis_url=url, prefix=prefix, queue=queue)
+    guard = app._maintenance_guard.guard
+    guard.start()
+    emit(f"ready {guard.current().version}")
+    sys.stdin.readline()  # runs until the test closes stdin or kills it
+
+
 def main() -> None:
     role, url, prefix, *rest = sys.argv[1:]
     if role == "storm":
         storm(url, prefix, int(rest[0]), int(rest[1]))
+    elif role == "replayer":
+        replayer(url, prefix, rest[0], rest[1])
     elif role == "watch":
         watch(url, prefix, float(rest[0]) if rest else 0.2)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,54 +22,12 @@ from maintenance_guard import MaintenanceGuard
 from maintenance_guard.deferred import DeferredQueue
 from maintenance_guard.inflight import InflightRegistry
 from tests.helpers import wait_for
-from tests.integration.celery_support import (
-    AMQP_URL,
-    Broker,
-    amqp_available,
-    make_app,
-    new_queue,
-    runs,
-    uninstall,
-)
-from tests.reliability.workers import StartRelWorker, rel_worker
+from tests.integration.celery_support import Broker, new_queue, runs
+from tests.reliability.workers import StartRelWorker, amqp_broker, producers, rel_worker
 
-__all__ = ["rel_worker"]
+__all__ = ["amqp_broker", "producers", "rel_worker"]
 
 HEARTBEAT = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
-
-
-@pytest.fixture
-def amqp_broker(redis_url: str) -> Iterator[Broker]:
-    if not amqp_available():
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
-    found = Broker("amqp", AMQP_URL, redis_url)
-    try:
-        yield found
-    finally:
-        found.cleanup()
-
-
-@pytest.fixture
-def producers(
-    make_guard: Callable[..., MaintenanceGuard], key_prefix: str, redis_url: str
-) -> Iterator[Callable[..., Celery]]:
-    made: list[Celery] = []
-
-    def make(broker: Broker, queue: str, *, guarded: bool = True) -> Celery:
-        app = make_app(
-            broker=broker.url,
-            redis_url=redis_url,
-            prefix=key_prefix,
-            queue=queue,
-            guard=make_guard() if guarded else None,
-            guarded=guarded,
-        )
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        uninstall(app)
 
 
 def running(registry: InflightRegistry, task_id: str) -> list[int]:

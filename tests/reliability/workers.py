@@ -17,10 +17,19 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 
+from maintenance_guard import MaintenanceGuard
 from tests.conftest import ROOT
 from tests.helpers import wait_for
-from tests.integration.celery_support import Broker, WorkerProcess
+from tests.integration.celery_support import (
+    AMQP_URL,
+    Broker,
+    WorkerProcess,
+    amqp_available,
+    make_app,
+    uninstall,
+)
 
 StartRelWorker = Callable[..., WorkerProcess]
 
@@ -101,3 +110,39 @@ def rel_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[Star
     finally:
         for worker in started:
             worker.stop()
+
+
+@pytest.fixture
+def amqp_broker(redis_url: str) -> Iterator[Broker]:
+    """The real RabbitMQ (skips when it is not running); test queues deleted afterwards."""
+    if not amqp_available():
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    found = Broker("amqp", AMQP_URL, redis_url)
+    try:
+        yield found
+    finally:
+        found.cleanup()
+
+
+@pytest.fixture
+def producers(
+    make_guard: Callable[..., MaintenanceGuard], key_prefix: str, redis_url: str
+) -> Iterator[Callable[..., Celery]]:
+    """Factory for producer apps in the test process: guarded (own guard) or not."""
+    made: list[Celery] = []
+
+    def make(broker: Broker, queue: str, *, guarded: bool = True) -> Celery:
+        app = make_app(
+            broker=broker.url,
+            redis_url=redis_url,
+            prefix=key_prefix,
+            queue=queue,
+            guard=make_guard() if guarded else None,
+            guarded=guarded,
+        )
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        uninstall(app)
