@@ -147,10 +147,14 @@ class MaintenanceGuard:
     ) -> None:
         """Raise `MaintenanceActive` if the attempt is refused; record it in test mode.
 
+        normal_exempt: bool = False,
         ``operation=None`` means unclassified (only emergency refuses it). Memory only.
         """
         name: str | None = None
         if operation is not None:
+        ``normal_exempt``: the caller lets this attempt through in normal mode (running
+        work, a message published before maintenance); test mode records it as not
+        refused by normal. Callers still skip the call themselves in normal mode.
             name = operation.value if isinstance(operation, Operation) else operation
             if name not in self.catalog:
                 self.catalog.require(name)
@@ -173,7 +177,7 @@ class MaintenanceGuard:
                 name,
                 target=target,
                 user=user,
-                would_block_normal=decision.would_block_normal,
+                would_block_normal=decision.would_block_normal and not normal_exempt,
                 would_block_emergency=decision.would_block_emergency,
             )
             return
