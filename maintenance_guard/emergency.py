@@ -1,0 +1,1037 @@
+"""Emergency mode: pause the fleet, grace period, revocation, terminated-job records, recovery.
+
+`run_emergency` (behind `MaintenanceGuard.emergency`) switches to EMERGENCY at once,
+invalidates non-admin sessions, stops every worker consuming (Celery remote control,
+recorded so the workers consume again when maintenance ends), gives running jobs the
+grace period, then revokes the rest with SIGTERM and SIGKILLs what still runs after
+``kill_after``. Every terminated job is recorded in Redis; `recover` re-enqueues the
+recoverable ones exactly once; `after_disable` checks the fleet when maintenance ends.
+No Celery import here: the Celery app is passed in and driven through ``app.control``;
+the worker side lives in `maintenance_guard.emergency_worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, cast
+
+from .errors import InvalidInput, StoreUnavailable
+from .inputs import MAX_GRACE_SECONDS, clean_actor, clean_reason, parse_duration
+from .modes import MaintenanceMode
+from .store import RedisStore, event_fields
+
+if TYPE_CHECKING:
+    from .guard import MaintenanceGuard
+    from .sessions import SessionInvalidator
+
+logger = logging.getLogger("maintenance_guard")
+
+MAX_KILL_AFTER = 600
+POLL_INTERVAL = 0.05
+REPLY_TIMEOUT = 1.0
+# After SIGKILL a process is gone within milliseconds; this only bounds a stuck worker.
+AFTER_KILL_WAIT = 3.0
+RESUME_TIMEOUT = 5.0
+
+# Worker remote-control commands registered by `emergency_worker.register_commands`.
+CMD_ACTIVE = "maintenance_guard_active"
+CMD_RUNNING = "maintenance_guard_running"
+CMD_KILL = "maintenance_guard_kill"
+
+EmergencyProgress = Callable[[str, float, float, int], None]
+"""``progress(phase, elapsed, total, jobs_left)``; phases: grace, terminating, killing."""
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue a worker consumed from, enough to `add_consumer` it back."""
+
+    name: str
+    exchange: str = ""
+    exchange_type: str = "direct"
+    routing_key: str = ""
+
+    @classmethod
+    def from_celery(cls, raw: Mapping[str, Any]) -> QueueSpec:
+        """From one entry of ``inspect().active_queues()``."""
+        exchange = raw.get("exchange") or {}
+        return cls(
+            name=str(raw.get("name", "")),
+            exchange=str(exchange.get("name") or raw.get("name", "")),
+            exchange_type=str(exchange.get("type") or "direct"),
+            routing_key=str(raw.get("routing_key") or raw.get("name", "")),
+        )
+
+
+@dataclass(frozen=True)
+class TerminatedJob:
+    """One job the emergency stopped, with what `recover` needs to run it again."""
+
+    id: str
+    name: str
+    operation: str | None
+    args: Any
+    kwargs: Any
+    worker: str
+    pid: int
+    started_at: float | None
+    terminated_at: float | None
+    signal: str
+    recoverable: bool
+    exchange: str = ""
+    routing_key: str = ""
+    emergency_id: str = ""
+    stopped: bool = True  # False: still running after SIGKILL (listed, not recoverable)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TerminatedJob:
+        """Inverse of `to_dict`, tolerant of older records."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"unserializable_repr": repr(value)[:2000]}
+    return value
+
+
+class EmergencyRecords:
+    """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
+
+    def __init__(self, store: Any) -> None:
+        if not isinstance(store, RedisStore):
+            raise InvalidInput("emergency mode needs the Redis state store")
+        self.store = store
+        self.redis = store.redis
+        self.report_key = store.key("emergency:report")
+        self.terminated_key = store.key("emergency:terminated")
+        self.cancelled_key = store.key("emergency:cancelled")
+        self.resumed_key = store.key("emergency:resumed")
+        self.recovery_key = store.key("emergency:recovery")
+        self.checks_key = store.key("emergency:checks")
+        self.skipped_key = store.key("emergency:skipped")
+
+    def _hash(self, key: str) -> dict[str, Any]:
+        with self.store._errors("read emergency records"):
+            raw = cast(dict[str, str], self.redis.hgetall(key))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    def start(self, report: EmergencyReport) -> None:
+        """Begin a new emergency: forget the previous one's pause records."""
+        with self.store._errors("record the emergency"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(self.cancelled_key, self.resumed_key, self.checks_key)
+            pipe.set(self.report_key, json.dumps(report.to_dict()))
+            pipe.execute()
+
+    def save_report(self, report: EmergencyReport) -> None:
+        """Store the (possibly partial) report of the current emergency."""
+        with self.store._errors("store the emergency report"):
+            self.redis.set(self.report_key, json.dumps(report.to_dict()))
+
+    def report(self) -> dict[str, Any] | None:
+        """The stored report of the last emergency, if any."""
+        with self.store._errors("read the emergency report"):
+            raw = self.redis.get(self.report_key)
+        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
+
+    def add_terminated(self, jobs: list[TerminatedJob]) -> None:
+        """Record terminated jobs (idempotent per id)."""
+        if not jobs:
+            return
+        with self.store._errors("record terminated jobs"):
+            self.redis.hset(
+                self.terminated_key, mapping={j.id: json.dumps(j.to_dict()) for j in jobs}
+            )
+
+    def terminated(self) -> list[TerminatedJob]:
+        """Every recorded terminated job, oldest first."""
+        jobs = [TerminatedJob.from_dict(v) for v in self._hash(self.terminated_key).values()]
+        return sorted(jobs, key=lambda j: (j.terminated_at or 0, j.id))
+
+    def terminated_ids(self) -> list[str]:
+        """Ids of every recorded terminated job (workers refuse to run these)."""
+        with self.store._errors("read terminated job ids"):
+            return list(cast(list[str], self.redis.hkeys(self.terminated_key)))
+
+    def note_skipped(self, task_id: str, worker: str) -> None:
+        """A worker refused a redelivered message of a terminated job."""
+        with self.store._errors("record a skipped redelivery"):
+            self.redis.hset(
+                self.skipped_key, task_id, json.dumps({"worker": worker, "at": time.time()})
+            )
+
+    def skipped(self) -> dict[str, Any]:
+        """Task id -> {worker, at} for each dropped redelivery of a terminated job."""
+        return self._hash(self.skipped_key)
+
+    def set_cancelled(self, worker: str, queues: list[QueueSpec]) -> None:
+        """Remember that ``worker`` stopped consuming ``queues``."""
+        with self.store._errors("record paused consumers"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in queues]))
+            pipe.hdel(self.resumed_key, worker)
+            pipe.execute()
+
+    def cancelled(self) -> dict[str, list[QueueSpec]]:
+        """Worker -> the queues it stopped consuming in the current emergency."""
+        return {w: [QueueSpec(**q) for q in qs] for w, qs in self._hash(self.cancelled_key).items()}
+
+    def mark_resumed(self, worker: str, queues: list[str]) -> None:
+        """``worker`` consumes ``queues`` again."""
+        with self.store._errors("record resumed consumers"):
+            self.redis.hset(
+                self.resumed_key, worker, json.dumps({"at": time.time(), "queues": queues})
+            )
+
+    def resumed(self) -> dict[str, Any]:
+        """Worker -> {at, queues} for the workers that consume again."""
+        return self._hash(self.resumed_key)
+
+    def claim_recovery(self, job_id: str, by: str) -> bool:
+        """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""
+        claim = json.dumps({"state": "claimed", "by": by, "at": time.time()})
+        with self.store._errors("claim a job for recovery"):
+            return bool(self.redis.hsetnx(self.recovery_key, job_id, claim))
+
+    def finish_recovery(self, job_id: str, info: Mapping[str, Any]) -> None:
+        """Record the outcome of a claimed recovery."""
+        with self.store._errors("record a recovery"):
+            self.redis.hset(self.recovery_key, job_id, json.dumps(dict(info)))
+
+    def release_recovery(self, job_id: str) -> None:
+        """Give a claim back (the re-enqueue failed), so a later run can retry."""
+        with self.store._errors("release a recovery claim"):
+            self.redis.hdel(self.recovery_key, job_id)
+
+    def recovery(self) -> dict[str, Any]:
+        """Job id -> recovery record."""
+        return self._hash(self.recovery_key)
+
+    def save_checks(self, checks: Mapping[str, Any]) -> None:
+        """Store the deactivation checks' outcome."""
+        with self.store._errors("store deactivation checks"):
+            self.redis.set(self.checks_key, json.dumps(dict(checks)))
+
+    def checks(self) -> dict[str, Any] | None:
+        """The last deactivation checks' outcome."""
+        with self.store._errors("read deactivation checks"):
+            raw = self.redis.get(self.checks_key)
+        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
+
+
+# ---------------------------------------------------------------------------- report
+
+
+@dataclass
+class EmergencyReport:
+    """What an emergency did. ``phase`` is ``grace`` while it runs, ``done`` at the end."""
+
+    id: str
+    reason: str
+    by: str
+    activated_at: float
+    grace_period: int
+    kill_after: int
+    phase: str = "grace"
+    workers: list[str] = field(default_factory=list)
+    consumers_cancelled: dict[str, list[str]] = field(default_factory=dict)
+    running_at_start: int = 0
+    finished_in_grace: list[dict[str, Any]] = field(default_factory=list)
+    terminated: list[TerminatedJob] = field(default_factory=list)
+    not_stopped: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    grace_ended_at: float | None = None
+    all_gone_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def seconds_to_gone(self) -> float | None:
+        """From the end of the grace period until the last terminated job was gone."""
+        if self.grace_ended_at is None or self.all_gone_at is None:
+            return None
+        return max(0.0, self.all_gone_at - self.grace_ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out = asdict(self)
+        out["terminated"] = [j.to_dict() for j in self.terminated]
+        out["seconds_to_gone"] = self.seconds_to_gone
+        return out
+
+
+# ---------------------------------------------------------------------------- the fleet
+
+
+class CeleryFleet:
+    """Talks to the workers of one Celery app through its remote control."""
+
+    def __init__(self, app: Any, timeout: float = REPLY_TIMEOUT) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def _gather(self, replies: list[dict[str, Any]] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for reply in replies or []:
+            out.update(reply)
+        return out
+
+    def _call(self, command: str, workers: list[str] | None, **arguments: Any) -> dict[str, Any]:
+        return self._gather(
+            self.app.control.broadcast(
+                command,
+                arguments=arguments,
+                destination=workers,
+                reply=True,
+                timeout=self.timeout,
+                limit=len(workers) if workers else None,
+            )
+        )
+
+    def workers(self) -> list[str]:
+        """Hostnames of the workers that answer a ping."""
+        return sorted(self._gather(self.app.control.ping(timeout=self.timeout)))
+
+    def active_queues(self, workers: list[str]) -> dict[str, list[QueueSpec]]:
+        """Worker -> the queues it consumes."""
+        replies = self._call("active_queues", workers)
+        return {w: [QueueSpec.from_celery(q) for q in qs or []] for w, qs in replies.items()}
+
+    def cancel_consumer(self, worker: str, queue: str) -> bool:
+        """Stop ``worker`` consuming ``queue``; True if it confirmed."""
+        replies = self._gather(
+            self.app.control.cancel_consumer(
+                queue, destination=[worker], reply=True, timeout=self.timeout, limit=1
+            )
+        )
+        return worker in replies
+
+    def add_consumer(self, worker: str, queue: QueueSpec) -> bool:
+        """Make ``worker`` consume ``queue`` again; True if it confirmed."""
+        replies = self._gather(
+            self.app.control.add_consumer(
+                queue.name,
+                exchange=queue.exchange or None,
+                exchange_type=queue.exchange_type,
+                routing_key=queue.routing_key or None,
+                destination=[worker],
+                reply=True,
+                timeout=self.timeout,
+                limit=1,
+            )
+        )
+        return worker in replies
+
+    def active(self, workers: list[str]) -> dict[str, dict[str, Any]]:
+        """Task id -> job info for every job running on ``workers``."""
+        jobs: dict[str, dict[str, Any]] = {}
+        for worker, reply in self._call(CMD_ACTIVE, workers).items():
+            for job in (reply or {}).get("jobs", []):
+                jobs[job["id"]] = {**job, "worker": worker}
+        return jobs
+
+    def running(self, workers: list[str], ids: list[str]) -> dict[str, int]:
+        """Which of ``ids`` still run in a pool process: id -> pid."""
+        found: dict[str, int] = {}
+        for reply in self._call(CMD_RUNNING, workers, task_ids=ids).values():
+            found.update((reply or {}).get("running", {}))
+        return found
+
+    def kill(self, workers: list[str], ids: list[str]) -> dict[str, int]:
+        """SIGKILL the pool processes still running ``ids``: id -> pid killed."""
+        killed: dict[str, int] = {}
+        for reply in self._call(CMD_KILL, workers, task_ids=ids).values():
+            killed.update((reply or {}).get("killed", {}))
+        return killed
+
+    def revoke(self, ids: list[str], signal: str) -> None:
+        """Revoke ``ids`` on every worker, terminating their processes with ``signal``."""
+        self.app.control.revoke(ids, terminate=True, signal=signal)
+
+
+# ---------------------------------------------------------------------------- activation
+
+
+def validate_emergency_args(
+    reason: object, grace_period: object, kill_after: object, by: object
+) -> tuple[str, int, int, str]:
+    """Clean the arguments of an emergency; raise `InvalidInput` before anything changes."""
+    clean = clean_reason(reason)
+    grace = parse_duration(
+        grace_period, what="grace period", maximum=MAX_GRACE_SECONDS, allow_zero=True
+    )
+    kill = parse_duration(kill_after, what="kill_after", maximum=MAX_KILL_AFTER, allow_zero=True)
+    return clean, grace, kill, clean_actor(by)
+
+
+def configure_sessions(guard: MaintenanceGuard, invalidator: SessionInvalidator | None) -> None:
+    """Make every emergency of ``guard`` invalidate the non-admin sessions of ``invalidator``."""
+    guard.session_invalidator = invalidator
+
+
+def configure_celery(guard: MaintenanceGuard, app: Any) -> None:
+    """Make every emergency (and deactivation) of ``guard`` drive the workers of ``app``."""
+    guard.celery_app = app
+
+
+def run_emergency(
+    guard: MaintenanceGuard,
+    reason: str,
+    grace_period: int | str = 30,
+    kill_after: int | str = 10,
+    by: str | None = None,
+    *,
+    celery_app: Any = None,
+    sessions: SessionInvalidator | None | bool = None,
+    wait: bool = True,
+    progress: EmergencyProgress | None = None,
+) -> EmergencyReport:
+    """Emergency: refuse everything now, pause the workers, grace period, then revoke.
+
+    Blocks for the grace period plus up to ``kill_after`` (and a few seconds) when
+    ``wait``; with ``wait=False`` it returns after the switch, the session invalidation
+    and the consumer pause, and finishes in a background thread (the stored report,
+    `build_report`, shows the outcome). ``sessions=False`` skips session invalidation;
+    None uses the guard's configured invalidator. Raises `InvalidInput` (nothing changed)
+    and `StoreUnavailable`.
+    """
+    clean, grace, kill, actor = validate_emergency_args(reason, grace_period, kill_after, by)
+    if sessions is True:
+        raise InvalidInput("sessions must be a SessionInvalidator, None or False")
+    records = EmergencyRecords(guard.store)
+    app = celery_app if celery_app is not None else guard.celery_app
+    invalidator = guard.session_invalidator if sessions is None else sessions or None
+
+    guard.enable(MaintenanceMode.EMERGENCY, reason=clean, by=actor)
+    report = EmergencyReport(
+        id=uuid.uuid4().hex[:12],
+        reason=clean,
+        by=actor,
+        activated_at=time.time(),
+        grace_period=grace,
+        kill_after=kill,
+    )
+    records.start(report)
+    _audit(guard, "emergency_activated", actor, clean, emergency=report.id, grace_period=grace)
+
+    if invalidator is not None:
+        try:
+            result = invalidator.invalidate_non_admin()
+            report.sessions = result.to_dict()
+            _audit(guard, "sessions_invalidated", actor, clean, **result.to_dict())
+        except StoreUnavailable as exc:
+            _warn(guard, report, f"sessions could not be invalidated: {exc}")
+    else:
+        report.sessions = None
+
+    fleet = CeleryFleet(app) if app is not None else None
+    start_jobs: dict[str, dict[str, Any]] = {}
+    if fleet is None:
+        _warn(guard, report, "no Celery app given: workers were not paused, jobs not revoked")
+    else:
+        start_jobs = _pause_fleet(guard, fleet, records, report)
+    records.save_report(report)
+
+    if fleet is None:
+        return _finish(guard, records, report)
+    if wait:
+        return _grace_and_revoke(guard, fleet, records, report, start_jobs, progress)
+    thread = threading.Thread(
+        target=_grace_and_revoke_logged,
+        args=(guard, fleet, records, report, start_jobs, progress),
+        name="maintenance-guard-emergency",
+        daemon=True,
+    )
+    thread.start()
+    return report
+
+
+def _pause_fleet(
+    guard: MaintenanceGuard, fleet: CeleryFleet, records: EmergencyRecords, report: EmergencyReport
+) -> dict[str, dict[str, Any]]:
+    report.workers = fleet.workers()
+    if not report.workers:
+        _warn(guard, report, "no Celery worker answered: nothing to pause or revoke")
+        return {}
+    for worker, queues in fleet.active_queues(report.workers).items():
+        stopped = [q for q in queues if fleet.cancel_consumer(worker, q.name)]
+        records.set_cancelled(worker, stopped)
+        report.consumers_cancelled[worker] = [q.name for q in stopped]
+        for q in queues:
+            if q not in stopped:
+                _warn(
+                    guard, report, f"worker {worker} did not confirm it stopped consuming {q.name}"
+                )
+    missing = set(report.workers) - set(report.consumers_cancelled)
+    for worker in sorted(missing):
+        _warn(guard, report, f"worker {worker} did not list its queues; it may still consume")
+    _audit(
+        guard,
+        "consumers_cancelled",
+        report.by,
+        report.reason,
+        emergency=report.id,
+        workers=report.consumers_cancelled,
+    )
+    jobs = fleet.active(report.workers)
+    hooked = {j["worker"] for j in jobs.values()}
+    report.running_at_start = len(jobs)
+    if not jobs and report.workers:
+        # Distinguish "nothing runs" from "workers without the emergency hooks".
+        answered = set(fleet._call(CMD_RUNNING, report.workers, task_ids=[]))
+        for worker in sorted(set(report.workers) - answered - hooked):
+            _warn(guard, report, f"worker {worker} lacks the maintenance-guard hooks (install())")
+    return jobs
+
+
+def _grace_and_revoke_logged(*args: Any) -> None:
+    try:
+        _grace_and_revoke(*args)
+    except Exception:
+        logger.exception("emergency revocation failed", extra={"mg_event": "emergency_failed"})
+
+
+def _grace_and_revoke(
+    guard: MaintenanceGuard,
+    fleet: CeleryFleet,
+    records: EmergencyRecords,
+    report: EmergencyReport,
+    start_jobs: dict[str, dict[str, Any]],
+    progress: EmergencyProgress | None,
+) -> EmergencyReport:
+    workers = report.workers
+    seen = dict(start_jobs)
+    began = time.monotonic()
+    deadline = began + report.grace_period
+    left = dict(start_jobs)
+    while left:
+        now = time.monotonic()
+        if progress is not None:
+            progress("grace", min(now - began, report.grace_period), report.grace_period, len(left))
+        if now >= deadline:
+            break
+        time.sleep(min(0.2, max(0.0, deadline - now)))
+        current = fleet.active(workers)
+        seen.update(current)
+        left = current
+    report.grace_ended_at = time.time()
+    report.finished_in_grace = [
+        {"id": i, "name": j.get("name"), "worker": j.get("worker")}
+        for i, j in seen.items()
+        if i not in left
+    ]
+    if not left:
+        report.all_gone_at = report.grace_ended_at
+        return _finish(guard, records, report)
+
+    ids = sorted(left)
+    report.phase = "terminating"
+    pending = {i: _terminated_record(guard, fleet, report, left[i], "SIGTERM", None) for i in ids}
+    # Recorded before the revoke: a worker restarted meanwhile must already refuse them.
+    records.add_terminated(list(pending.values()))
+    records.save_report(report)
+    fleet.revoke(ids, "SIGTERM")
+    _audit(
+        guard,
+        "jobs_revoked",
+        report.by,
+        report.reason,
+        emergency=report.id,
+        signal="SIGTERM",
+        jobs=ids,
+    )
+
+    gone_at: dict[str, float] = {}
+    still = _wait_gone(fleet, workers, ids, report.kill_after, gone_at, progress, "terminating")
+    if still:
+        report.phase = "killing"
+        killed = fleet.kill(workers, sorted(still))
+        _audit(
+            guard,
+            "jobs_killed",
+            report.by,
+            report.reason,
+            emergency=report.id,
+            signal="SIGKILL",
+            jobs=sorted(killed),
+        )
+        for job_id in killed:
+            pending[job_id] = _replace(pending[job_id], signal="SIGKILL")
+        still = _wait_gone(
+            fleet, workers, sorted(still), AFTER_KILL_WAIT, gone_at, progress, "killing"
+        )
+    report.all_gone_at = max(gone_at.values()) if gone_at and not still else None
+    final: list[TerminatedJob] = []
+    for job_id in ids:
+        job = pending[job_id]
+        if job_id in still:
+            job = _replace(job, stopped=False, recoverable=False)
+            report.not_stopped.append(
+                {"id": job_id, "name": job.name, "worker": job.worker, "pid": still[job_id]}
+            )
+        final.append(_replace(job, terminated_at=gone_at.get(job_id)))
+    records.add_terminated(final)
+    report.terminated = [j for j in final if j.stopped]
+    for item in report.not_stopped:
+        _warn(
+            guard,
+            report,
+            f"job {item['id']} ({item['name']}) on {item['worker']} could not be stopped",
+        )
+    return _finish(guard, records, report)
+
+
+def _wait_gone(
+    fleet: CeleryFleet,
+    workers: list[str],
+    ids: list[str],
+    timeout: float,
+    gone_at: dict[str, float],
+    progress: EmergencyProgress | None,
+    phase: str,
+) -> dict[str, int]:
+    began = time.monotonic()
+    still = {i: 0 for i in ids}
+    while True:
+        running = fleet.running(workers, sorted(still))
+        now = time.time()
+        for job_id in list(still):
+            if job_id not in running:
+                gone_at[job_id] = now
+                del still[job_id]
+            else:
+                still[job_id] = running[job_id]
+        elapsed = time.monotonic() - began
+        if progress is not None:
+            progress(phase, min(elapsed, timeout), timeout, len(still))
+        if not still or elapsed >= timeout:
+            return still
+        time.sleep(POLL_INTERVAL)
+
+
+def _terminated_record(
+    guard: MaintenanceGuard,
+    fleet: CeleryFleet,
+    report: EmergencyReport,
+    job: Mapping[str, Any],
+    signal: str,
+    terminated_at: float | None,
+) -> TerminatedJob:
+    name = str(job.get("name") or "?")
+    task = fleet.app.tasks.get(name) if hasattr(fleet.app, "tasks") else None
+    operation = job.get("operation") or getattr(task, "operation", None)
+    if operation is None:
+        operation = guard.task_operations.classify(name)
+    recoverable = bool(job.get("recoverable", getattr(task, "recoverable", False)))
+    delivery = job.get("delivery_info") or {}
+    return TerminatedJob(
+        id=str(job["id"]),
+        name=name,
+        operation=operation,
+        args=_json_safe(job.get("args")),
+        kwargs=_json_safe(job.get("kwargs")),
+        worker=str(job.get("worker", "")),
+        pid=int(job.get("worker_pid") or 0),
+        started_at=job.get("time_start"),
+        terminated_at=terminated_at,
+        signal=signal,
+        recoverable=recoverable,
+        exchange=str(delivery.get("exchange") or ""),
+        routing_key=str(delivery.get("routing_key") or ""),
+        emergency_id=report.id,
+    )
+
+
+def _replace(job: TerminatedJob, **changes: Any) -> TerminatedJob:
+    return TerminatedJob.from_dict({**job.to_dict(), **changes})
+
+
+def _finish(
+    guard: MaintenanceGuard, records: EmergencyRecords, report: EmergencyReport
+) -> EmergencyReport:
+    report.phase = "done"
+    report.finished_at = time.time()
+    records.save_report(report)
+    _audit(
+        guard,
+        "emergency_completed",
+        report.by,
+        report.reason,
+        emergency=report.id,
+        finished_in_grace=len(report.finished_in_grace),
+        terminated=len(report.terminated),
+        not_stopped=len(report.not_stopped),
+        seconds_to_gone=report.seconds_to_gone,
+    )
+    logger.warning(
+        "emergency %s: %d finished in grace, %d terminated, %d could not be stopped",
+        report.id,
+        len(report.finished_in_grace),
+        len(report.terminated),
+        len(report.not_stopped),
+        extra={"mg_event": "emergency_completed", "mg_emergency": report.id},
+    )
+    return report
+
+
+def _audit(guard: MaintenanceGuard, type_: str, actor: str, reason: str, **extra: Any) -> None:
+    try:
+        guard.store.append_event(event_fields(type_, actor=actor, reason=reason, **extra))
+    except StoreUnavailable as exc:
+        logger.warning("cannot write audit event %s: %s", type_, exc, extra={"mg_event": type_})
+
+
+def _warn(guard: MaintenanceGuard, report: EmergencyReport | None, message: str) -> None:
+    if report is not None:
+        report.warnings.append(message)
+    logger.warning(message, extra={"mg_event": "emergency_warning"})
+    _audit(guard, "emergency_warning", "maintenance-guard", message)
+
+
+# ---------------------------------------------------------------------------- deactivation
+
+
+def after_disable(
+    guard: MaintenanceGuard, actor: str, *, timeout: float = RESUME_TIMEOUT
+) -> dict[str, Any]:
+    """Checks once an emergency ends; warnings go to the audit log and the log.
+
+    Re-adds the paused consumers (when the guard knows the Celery app; workers with the
+    hooks also resume by themselves), waits up to ``timeout`` for every paused worker to
+    consume again, and checks that no in-flight record of a terminated job remains and
+    that the recorded jobs match the report. Never raises.
+    """
+    try:
+        return _after_disable(guard, actor, timeout)
+    except Exception as exc:  # deactivation itself already succeeded
+        logger.exception("emergency deactivation checks failed")
+        return {"ok": False, "warnings": [f"checks failed: {exc}"]}
+
+
+def _after_disable(guard: MaintenanceGuard, actor: str, timeout: float) -> dict[str, Any]:
+    from .inflight import InflightRegistry
+
+    records = EmergencyRecords(guard.store)
+    warnings: list[str] = []
+    cancelled = records.cancelled()
+    app = guard.celery_app
+    if app is not None and cancelled:
+        fleet = CeleryFleet(app)
+        for worker, queues in cancelled.items():
+            names = [q.name for q in queues if fleet.add_consumer(worker, q)]
+            if names:
+                records.mark_resumed(worker, names)
+    deadline = time.monotonic() + timeout
+    while True:
+        resumed = records.resumed()
+        waiting = sorted(w for w, qs in cancelled.items() if qs and w not in resumed)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_INTERVAL)
+    for worker in waiting:
+        warnings.append(
+            f"worker {worker} does not consume again (queues: "
+            f"{', '.join(q.name for q in cancelled[worker])})"
+        )
+
+    terminated = records.terminated()
+    terminated_ids = {j.id for j in terminated}
+    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout)
+    leftover = sorted(terminated_ids & {j.id for j in registry.jobs()})
+    if leftover:
+        registry.finish(leftover)
+        warnings.append(
+            f"in-flight records of terminated jobs remained (removed): {', '.join(leftover)}"
+        )
+
+    report = records.report()
+    if report is not None:
+        if report.get("phase") != "done":
+            warnings.append(
+                f"the emergency's revocation had not finished (phase {report.get('phase')})"
+            )
+        reported = {j["id"] for j in report.get("terminated", [])}
+        reported |= {j["id"] for j in report.get("not_stopped", [])}
+        mine = {j.id for j in terminated if j.emergency_id == report.get("id")}
+        if reported != mine:
+            warnings.append(
+                "recorded jobs do not match the terminated ones: "
+                f"missing records {sorted(reported - mine)}, unexpected {sorted(mine - reported)}"
+            )
+    checks = {
+        "ok": not warnings,
+        "at": time.time(),
+        "by": actor,
+        "workers_resumed": sorted(records.resumed()),
+        "warnings": warnings,
+    }
+    records.save_checks(checks)
+    for message in warnings:
+        _warn(guard, None, message)
+    _audit(
+        guard,
+        "emergency_checks",
+        actor,
+        "deactivation checks",
+        ok=not warnings,
+        warnings=len(warnings),
+    )
+    return checks
+
+
+# ---------------------------------------------------------------------------- recovery
+
+
+@dataclass
+class RecoveryResult:
+    """What one `recover` run did."""
+
+    recovered: list[dict[str, Any]] = field(default_factory=list)
+    already_recovered: list[str] = field(default_factory=list)
+    not_recoverable: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+
+def recover(
+    guard: MaintenanceGuard, celery_app: Any = None, by: str | None = None
+) -> RecoveryResult:
+    """Re-enqueue each terminated recoverable job exactly once; list the others.
+
+    Safe to run concurrently: each job is claimed atomically before it is sent, and a
+    re-enqueued job gets a new task id (the old one stays refused by the workers). A job
+    whose send fails is released (listed in ``failed``) so a later run retries it.
+    Raises `InvalidInput` while maintenance is on, or without a Celery app.
+    """
+    actor = clean_actor(by)
+    guard.refresh(raise_errors=True)
+    if guard.current().is_active:
+        raise InvalidInput("maintenance is still on; disable it before recovering jobs")
+    app = celery_app if celery_app is not None else guard.celery_app
+    if app is None:
+        raise InvalidInput("recover needs the Celery app (--app module:attribute)")
+    records = EmergencyRecords(guard.store)
+    result = RecoveryResult()
+    done = records.recovery()
+    for job in records.terminated():
+        task = app.tasks.get(job.name) if hasattr(app, "tasks") else None
+        recoverable = bool(getattr(task, "recoverable", job.recoverable)) and job.stopped
+        if not recoverable:
+            result.not_recoverable.append(
+                {
+                    "id": job.id,
+                    "name": job.name,
+                    "operation": job.operation,
+                    "args": job.args,
+                    "kwargs": job.kwargs,
+                    "worker": job.worker,
+                }
+            )
+            continue
+        if job.id in done or not records.claim_recovery(job.id, actor):
+            result.already_recovered.append(job.id)
+            continue
+        new_id = uuid.uuid4().hex
+        options: dict[str, Any] = {"task_id": new_id}
+        if job.routing_key:
+            options["routing_key"] = job.routing_key
+            options["exchange"] = job.exchange or None
+        args = job.args if isinstance(job.args, list) else list(job.args or [])
+        kwargs = job.kwargs if isinstance(job.kwargs, dict) else {}
+        try:
+            app.send_task(job.name, args=args, kwargs=kwargs, **options)
+        except Exception as exc:
+            records.release_recovery(job.id)
+            result.failed.append({"id": job.id, "name": job.name, "error": str(exc)})
+            continue
+        records.finish_recovery(
+            job.id, {"state": "recovered", "new_id": new_id, "by": actor, "at": time.time()}
+        )
+        result.recovered.append({"id": job.id, "new_id": new_id, "name": job.name})
+    _audit(
+        guard,
+        "jobs_recovered",
+        actor,
+        "recover",
+        recovered=len(result.recovered),
+        not_recoverable=len(result.not_recoverable),
+        failed=len(result.failed),
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------- report
+
+_TIMELINE_EVENTS = (
+    "enabled",
+    "mode_changed",
+    "emergency_activated",
+    "sessions_invalidated",
+    "consumers_cancelled",
+    "jobs_revoked",
+    "jobs_killed",
+    "emergency_completed",
+    "emergency_warning",
+    "disabled",
+    "auto_ended",
+    "emergency_checks",
+    "jobs_recovered",
+)
+
+
+@dataclass
+class EmergencyOverview:
+    """The emergency report: `build_report` gathers it, `to_dict`/`to_text` show it."""
+
+    emergency: dict[str, Any] | None
+    timeline: list[dict[str, Any]]
+    blocked_attempts: dict[str, dict[str, int]]
+    deactivated: dict[str, Any] | None
+    checks: dict[str, Any] | None
+    recovery: dict[str, Any]
+    redeliveries_dropped: dict[str, Any]
+    active: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    def to_text(self) -> str:
+        """Readable text."""
+        return render_report_text(self.to_dict())
+
+
+def build_report(guard: MaintenanceGuard) -> EmergencyOverview:
+    """The last emergency's report from Redis: timeline, jobs, sessions, blocked attempts,
+    deactivation, checks and recovery. Raises `StoreUnavailable`."""
+    records = EmergencyRecords(guard.store)
+    emergency = records.report()
+    since = None if emergency is None else float(emergency["activated_at"]) - 1
+    events = list(reversed(guard.events(limit=5000, since=since))) if emergency else []
+    timeline = [
+        {"at": e.at, "type": e.type, "actor": e.actor, "reason": e.reason, **e.fields}
+        for e in events
+        if e.type in _TIMELINE_EVENTS
+    ]
+    deactivated = next(
+        (
+            {"at": e["at"], "by": e["actor"], "type": e["type"]}
+            for e in timeline
+            if e["type"] in ("disabled", "auto_ended")
+        ),
+        None,
+    )
+    from .events import summarise_counts
+
+    guard.flush()
+    counts = summarise_counts(guard.store.read_attempt_counts()).get("blocked", {})
+    blocked = {op: dict(surfaces) for op, surfaces in counts.items()}
+    skipped = records.skipped()
+    return EmergencyOverview(
+        emergency=emergency,
+        timeline=timeline,
+        blocked_attempts=blocked,
+        deactivated=deactivated,
+        checks=records.checks(),
+        recovery=records.recovery(),
+        redeliveries_dropped=skipped,
+        active=guard.current().mode is MaintenanceMode.EMERGENCY,
+    )
+
+
+def _clock(epoch: Any) -> str:
+    if not epoch:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(epoch))) + "Z"
+
+
+def render_report_text(report: Mapping[str, Any]) -> str:
+    """The emergency report (the `EmergencyOverview.to_dict` shape) as readable text."""
+    em = report.get("emergency")
+    if not em:
+        return "No emergency has been recorded."
+    lines = [
+        f"Emergency {em['id']}: {em['reason']}",
+        f"  activated {_clock(em['activated_at'])} by {em['by']}; grace {em['grace_period']}s, "
+        f"kill after {em['kill_after']}s; {'STILL ACTIVE' if report.get('active') else 'ended'}",
+    ]
+    if em.get("consumers_cancelled"):
+        for worker, queues in em["consumers_cancelled"].items():
+            lines.append(f"  paused {worker}: {', '.join(queues) or '(no queue)'}")
+    gone = em.get("seconds_to_gone")
+    lines.append(
+        f"Jobs: {em.get('running_at_start', 0)} running at activation, "
+        f"{len(em.get('finished_in_grace', []))} finished in grace, "
+        f"{len(em.get('terminated', []))} terminated, {len(em.get('not_stopped', []))} not stopped"
+        + (f" (last gone {gone:.3f}s after the grace period)" if gone is not None else "")
+    )
+    for job in em.get("finished_in_grace", []):
+        lines.append(f"  finished  {job['id']}  {job.get('name')}  on {job.get('worker')}")
+    recovery = report.get("recovery") or {}
+    for job in em.get("terminated", []):
+        rec = recovery.get(job["id"], {})
+        state = rec.get("state") or ("recoverable" if job.get("recoverable") else "manual")
+        lines.append(
+            f"  terminated {job['id']}  {job['name']} [{job.get('operation') or '-'}] on "
+            f"{job['worker']} pid {job['pid']} by {job['signal']} "
+            f"at {_clock(job.get('terminated_at'))}"
+            f"  args={json.dumps(job.get('args'))} kwargs={json.dumps(job.get('kwargs'))}  {state}"
+            + (f" as {rec['new_id']}" if rec.get("new_id") else "")
+        )
+    for job in em.get("not_stopped", []):
+        lines.append(
+            f"  NOT STOPPED {job['id']}  {job['name']} on {job['worker']} pid {job['pid']}"
+        )
+    sessions = em.get("sessions")
+    if sessions:
+        lines.append(
+            f"Sessions: {sessions['invalidated']} non-admin invalidated, "
+            f"{sessions['kept_admin']} admin kept ({sessions['seconds']}s)"
+        )
+    else:
+        lines.append("Sessions: not invalidated (no session store configured)")
+    blocked = report.get("blocked_attempts") or {}
+    if blocked:
+        lines.append("Blocked attempts per operation:")
+        for op, surfaces in sorted(blocked.items()):
+            detail = ", ".join(f"{s} {n}" for s, n in sorted(surfaces.items()))
+            lines.append(f"  {op}: {sum(surfaces.values())} ({detail})")
+    deactivated = report.get("deactivated")
+    if deactivated:
+        lines.append(f"Deactivated {_clock(deactivated['at'])} by {deactivated['by']}")
+    checks = report.get("checks")
+    if checks:
+        lines.append("Deactivation checks: " + ("all passed" if checks.get("ok") else "WARNINGS"))
+        lines += [f"  ! {w}" for w in checks.get("warnings", [])]
+    recovered = [(k, v) for k, v in recovery.items() if v.get("state") == "recovered"]
+    if recovered:
+        lines.append(f"Recovery: {len(recovered)} job(s) recovered")
+    dropped = report.get("redeliveries_dropped") or {}
+    if dropped:
+        lines.append(f"Redelivered messages of terminated jobs dropped: {len(dropped)}")
+    warnings = em.get("warnings") or []
+    lines += [f"Warning: {w}" for w in warnings]
+    lines.append("Timeline:")
+    for event in report.get("timeline", []):
+        lines.append(f"  {_clock(event['at'])}  {event['type']:<22} by {event['actor']}")
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Worker side of emergency mode (imports Celery).
+
+- Remote-control commands the emergency runner calls: list running jobs with what
+  recovery needs, tell which jobs still occupy a pool process, SIGKILL those.
+- Terminated jobs never run again by themselves: their ids are added to the worker's
+  revoked set at start-up and whenever the maintenance state changes, so a redelivered
+  message (``acks_late`` + ``task_reject_on_worker_lost``, a worker restart, a visibility
+  timeout) is acknowledged and dropped by Celery before it runs.
+- A worker paused by an emergency consumes its queues again when the emergency ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from celery import signals
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
+
+from .emergency import (
+    CMD_ACTIVE,
+    CMD_KILL,
+    CMD_RUNNING,
+    CeleryFleet,
+    EmergencyRecords,
+    _json_safe,
+)
+from .errors import StoreUnavailable
+from .guard import MaintenanceGuard
+from .modes import MaintenanceMode
+from .status import MaintenanceStatus
+
+logger = logging.getLogger("maintenance_guard")
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _pool_jobs(state: Any) -> Iterator[tuple[str, list[int], Any]]:
+    """(task id, pids, job) for every job a prefork pool has not finished."""
+    pool = getattr(getattr(state.consumer, "pool", None), "_pool", None)
+    cache = getattr(pool, "_cache", None)
+    if cache is None:
+        for request in list(worker_state.active_requests):
+            yield request.id, [request.worker_pid] if request.worker_pid else [], None
+        return
+    for job in list(cache.values()):
+        task_id = getattr(job, "correlation_id", None)
+        if task_id is not None and not job.ready():
+            yield task_id, list(job.worker_pids()), pool
+
+
+@inspect_command(name=CMD_ACTIVE)  # type: ignore[untyped-decorator]
+def maintenance_guard_active(state: Any, **_: Any) -> dict[str, Any]:
+    """Running jobs with their arguments, recoverability and operation."""
+    jobs = []
+    for request in list(worker_state.active_requests):
+        info = request.info()
+        task = state.app.tasks.get(request.name)
+        info["args"] = _json_safe(info.get("args"))
+        info["kwargs"] = _json_safe(info.get("kwargs"))
+        info["recoverable"] = bool(getattr(task, "recoverable", False))
+        info["operation"] = getattr(task, "operation", None)
+        info["delivery_info"] = {
+            k: (info.get("delivery_info") or {}).get(k) for k in ("exchange", "routing_key")
+        }
+        jobs.append(info)
+    return {"jobs": jobs}
+
+
+@inspect_command(name=CMD_RUNNING, args=[("task_ids", list)])  # type: ignore[untyped-decorator]
+def maintenance_guard_running(
+    state: Any, task_ids: list[str] | None = None, **_: Any
+) -> dict[str, Any]:
+    """Which of ``task_ids`` still occupy a pool process (terminated or not)."""
+    wanted = set(task_ids or ())
+    running = {
+        task_id: pids[0] if pids else 0
+        for task_id, pids, _pool in _pool_jobs(state)
+        if task_id in wanted
+    }
+    return {"running": running}
+
+
+@inspect_command(name=CMD_KILL, args=[("task_ids", list)])  # type: ignore[untyped-decorator]
+def maintenance_guard_kill(
+    state: Any, task_ids: list[str] | None = None, **_: Any
+) -> dict[str, Any]:
+    """SIGKILL the pool processes still running ``task_ids``."""
+    wanted = set(task_ids or ())
+    killed: dict[str, int] = {}
+    for task_id, pids, pool in _pool_jobs(state):
+        if task_id not in wanted:
+            continue
+        for pid in pids:
+            try:
+                if pool is not None:
+                    pool.terminate_job(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                killed[task_id] = pid
+            except OSError:
+                continue
+    logger.warning("SIGKILLed %d job process(es)", len(killed), extra={"mg_event": "jobs_killed"})
+    return {"killed": killed}
+
+
+# ---------------------------------------------------------------------------- hooks
+
+
+def refuse_terminated(records: EmergencyRecords) -> int:
+    """Add every terminated job id to this worker's revoked set; returns how many."""
+    ids = records.terminated_ids()
+    for task_id in ids:
+        worker_state.revoked.add(task_id)
+    return len(ids)
+
+
+def resume_consumers(app: Any, records: EmergencyRecords, hostname: str) -> list[str]:
+    """Consume again the queues an emergency paused on ``hostname``."""
+    queues = records.cancelled().get(hostname) or []
+    if not queues:
+        return []
+    fleet = CeleryFleet(app, timeout=2.0)
+    resumed = [q.name for q in queues if fleet.add_consumer(hostname, q)]
+    if resumed:
+        records.mark_resumed(hostname, resumed)
+        logger.info(
+            "consuming again: %s",
+            ", ".join(resumed),
+            extra={"mg_event": "consumers_resumed", "mg_worker": hostname},
+        )
+    return resumed
+
+
+def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
+    """Connect the emergency's worker side for ``app`` (before the worker starts; idempotent)."""
+    if getattr(app, "_mg_emergency_hooks", False):
+        return
+    app._mg_emergency_hooks = True
+    guard.celery_app = app
+    records = EmergencyRecords(guard.store)
+    main_pid = os.getpid()
+
+    def on_change(status: MaintenanceStatus, hostname: str) -> None:
+        if os.getpid() != main_pid:
+            return  # a forked pool process; only the worker's main process acts
+        try:
+            refuse_terminated(records)
+            if status.mode is not MaintenanceMode.EMERGENCY:
+                threading.Thread(
+                    target=resume_consumers, args=(app, records, hostname), daemon=True
+                ).start()
+        except StoreUnavailable as exc:
+            logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        nonlocal main_pid
+        if getattr(sender, "app", None) is not app:
+            return
+        main_pid = os.getpid()
+        hostname = sender.hostname
+        try:
+            refuse_terminated(records)
+            guard.refresh()
+            if guard.current().mode is not MaintenanceMode.EMERGENCY:
+                if hostname in records.cancelled():
+                    # A restarted worker consumes its configured queues from the start.
+                    records.mark_resumed(hostname, [q.name for q in records.cancelled()[hostname]])
+        except StoreUnavailable as exc:
+            logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
+        guard.add_listener(lambda status: on_change(status, hostname))
+
+    def on_revoked(
+        sender: Any = None, request: Any = None, terminated: bool = False, **_: Any
+    ) -> None:
+        if terminated or request is None or os.getpid() != main_pid:
+            return
+        try:
+            if request.id in set(records.terminated_ids()):
+                records.note_skipped(request.id, getattr(request, "hostname", "") or "")
+                logger.warning(
+                    "dropped a redelivered message of terminated job %s",
+                    request.id,
+                    extra={"mg_event": "terminated_redelivery_dropped", "mg_task_id": request.id},
+                )
+        except StoreUnavailable:
+            pass
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.task_revoked.connect(on_revoked, weak=False)
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+@contextmanager
+def cleanup_on_terminate(cleanup: Callable[[], object]) -> Iterator[None]:
+    """Inside a task: run ``cleanup`` if the emergency sends SIGTERM, then end the process.
+
+    The process still ends by SIGTERM afterwards, as Celery expects of a terminated job.
+    Restores the previous handler on exit.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        try:
+            cleanup()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
