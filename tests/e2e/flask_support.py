@@ -71,6 +71,11 @@ def build_app(guard: MaintenanceGuard, **config: Any) -> Flask:
     def upload() -> Any:
         return "uploaded"
 
+    @app.get("/images/new")
+    @maintenance_operation("image_processing")
+    def new_image() -> str:
+        return "<h1>upload an image</h1>"
+
     @app.get("/api/items")
     def items() -> Any:
         return jsonify({"items": [1, 2, 3]})

@@ -1,0 +1,152 @@
+"""A real browser (Debian's chromium through Playwright) on the real server.
+
+An admin switches maintenance on and off from the dashboard while another user's status
+page follows live, without a reload; a blocked page shows the reason escaped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from maintenance_guard import MaintenanceGuard
+from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+XSS_REASON = '<script>window.__xss = 1</script><img src=x onerror="window.__xss=2"> DB upgrade'
+
+pytestmark = pytest.mark.e2e
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    pytest.skip("chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def server(make_guard: Callable[..., MaintenanceGuard]) -> Iterator[LiveServer]:
+    guard = make_guard_for_app(make_guard)
+    with LiveServer(build_app(guard)) as live:
+        yield live
+
+
+def _status_page(browser: Any, base: str) -> Any:
+    page = browser.new_context().new_page()
+    page.goto(f"{base}/maintenance")
+    page.wait_for_selector("body[data-mg-stream='open']")
+    # A marker that a reload would wipe: proves the page updates in place.
+    page.evaluate("window.__noReload = 'still here'")
+    return page
+
+
+def _admin_dashboard(browser: Any, base: str) -> Any:
+    page = browser.new_context().new_page()
+    page.goto(f"{base}/login/admin")
+    page.goto(f"{base}/admin/maintenance")
+    page.wait_for_selector("body[data-mg-stream='open']")
+    page.on("dialog", lambda dialog: dialog.accept())
+    return page
+
+
+def _badge(page: Any) -> str:
+    return str(page.locator("#mg-status [data-mg='badge']").inner_text())
+
+
+def test_admin_switches_maintenance_on_and_off_while_status_page_follows_live(
+    browser: Any, server: LiveServer
+) -> None:
+    watcher = _status_page(browser, server.url)
+    assert _badge(watcher) == "All systems operational"
+    admin = _admin_dashboard(browser, server.url)
+
+    admin.fill("#mg-reason", XSS_REASON)
+    admin.fill("#mg-duration", "30m")
+    admin.click("#mg-enable")
+    admin.wait_for_selector("#mg-result[data-ok='true']")
+
+    watcher.wait_for_function(
+        "document.querySelector(\"#mg-status [data-mg='badge']\").dataset.active === 'true'",
+        timeout=10_000,
+    )
+    assert _badge(watcher) == "Maintenance in progress (normal mode)"
+    assert watcher.locator("[data-mg='reason']").inner_text() == XSS_REASON
+    assert "caption_generation" in watcher.locator("[data-mg='blocked_operations']").inner_text()
+    assert watcher.locator("[data-mg='estimated_completion']").inner_text() != "not announced"
+    assert watcher.evaluate("window.__noReload") == "still here"
+    assert watcher.evaluate("window.__xss") is None
+    # The admin's own dashboard follows too, with the admin-only field and the history.
+    admin.wait_for_function(
+        "document.querySelector(\"[data-mg='enabled_by']\").textContent === 'admin'"
+    )
+    admin.wait_for_selector("#mg-history td:text('enabled')")
+
+    admin.fill("#mg-disable-reason", "done")
+    admin.click("#mg-disable")
+    watcher.wait_for_function(
+        "document.querySelector(\"#mg-status [data-mg='badge']\").dataset.active === 'false'",
+        timeout=10_000,
+    )
+    assert _badge(watcher) == "All systems operational"
+    assert watcher.evaluate("window.__noReload") == "still here"
+    assert (
+        "every feature is available"
+        in watcher.locator("[data-mg='blocked_operations']").inner_text()
+    )
+
+
+def test_blocked_page_shows_the_escaped_reason_and_what_is_still_possible(
+    browser: Any, server: LiveServer
+) -> None:
+    admin = _admin_dashboard(browser, server.url)
+    admin.fill("#mg-reason", XSS_REASON)
+    admin.click("#mg-enable")
+    admin.wait_for_selector("#mg-result[data-ok='true']")
+
+    page = browser.new_context().new_page()
+    response = page.goto(f"{server.url}/images/new")
+    assert response.status == 503
+    assert int(response.headers["retry-after"]) >= 1
+    assert "Image upload and processing are temporarily unavailable" in page.inner_text(
+        "#mg-refusal"
+    )
+    assert "Browse images you have already uploaded" in page.inner_text("#mg-alternatives")
+    assert page.inner_text("[data-mg='reason']") == XSS_REASON
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#mg-status script, #mg-status img").count() == 0
+
+
+def test_emergency_from_the_dashboard_reaches_the_status_page_and_bad_input_is_shown(
+    browser: Any, server: LiveServer
+) -> None:
+    watcher = _status_page(browser, server.url)
+    admin = _admin_dashboard(browser, server.url)
+
+    admin.fill("#mg-reason", "   ")
+    admin.click("#mg-enable")  # the browser's own "required" check lets spaces through
+    admin.wait_for_selector("#mg-result[data-ok='false']")
+    assert "reason must not be empty" in admin.inner_text("#mg-result")
+
+    admin.fill("#mg-emergency-reason", "credential leak")
+    admin.fill("#mg-grace", "0")
+    admin.click("#mg-emergency")
+    admin.wait_for_selector("#mg-result[data-ok='true']")
+    watcher.wait_for_function(
+        "document.querySelector(\"#mg-status [data-mg='badge']\").textContent"
+        ".includes('emergency')",
+        timeout=10_000,
+    )
+    assert watcher.locator("[data-mg='reason']").inner_text() == "credential leak"
+    assert watcher.evaluate("window.__noReload") == "still here"
