@@ -640,7 +640,10 @@ def _presence_member() -> str:
 
 
 def _default_role() -> str:
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(path)
+    if name == "__main__.py":  # python -m celery: name the package, not its __main__
+        name = os.path.basename(os.path.dirname(path))
     return name or "python"
 
 
