@@ -49,3 +49,11 @@ _marks = redis.Redis.from_url(redis_url())
 def mark(key: str) -> None:
     """Stamp the time this task ran at ``key`` (start and end markers of a batch)."""
     _marks.set(key, repr(time.time()), ex=600)
+
+
+@app.task(name="bench.work")  # type: ignore[misc]
+def work(seconds: float, key: str) -> None:
+    """Sleep ``seconds``, then stamp the moment this job ends at list ``key`` (drain)."""
+    time.sleep(seconds)
+    _marks.rpush(key, repr(time.time()))
+    _marks.expire(key, 600)
