@@ -297,3 +297,17 @@ def test_reset_test_data_refuses_a_bad_actor_and_deletes_nothing(
     with pytest.raises(InvalidInput):
         reset_test_data(guard, "x" * 10_000)
     assert build_test_report(guard, latency_calls=0).operations["job_creation"].attempts == 1
+
+
+def test_test_mode_lets_logins_in_and_records_what_emergency_would_refuse(
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    guard = make_guard()
+    guard.enable("test", reason="logins", by="alice")
+    assert guard.login_allowed(user="erin") is True
+    assert guard.login_allowed(True, user="root") is True  # admins are never recorded
+    report = build_test_report(guard, latency_calls=0)
+    login = report.operations["-"].by_surface["login"]
+    assert login == {"attempts": 1, "would_block_normal": 0, "would_block_emergency": 1}
+    guard.enable("emergency", reason="now for real", by="alice")
+    assert guard.login_allowed(user="erin") is False
