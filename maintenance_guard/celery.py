@@ -504,9 +504,7 @@ def worker_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> st
     if status.mode is MaintenanceMode.TEST and headers.get(HEADER_GUARDED) == "1" and not before:
         return "run"  # test mode recorded this attempt at its (guarded) publish already
     try:
-        guard.check(
-            operation, surface="worker", target=name, normal_exempt=running_work or before
-        )
+        guard.check(operation, surface="worker", target=name, normal_exempt=running_work or before)
     except MaintenanceActive:
         return inst.worker_policy
     return "run"
@@ -553,13 +551,20 @@ def _park_message(inst: Installation, message: Any, name: str, reason: str) -> N
 
 
 def _guard_handler(
-    inst: Installation, name: str, handler: Callable[..., Any]
+    inst: Installation,
+    name: str,
+    handler: Callable[..., Any],
+    connection_errors: tuple[type[BaseException], ...],
 ) -> Callable[..., Any]:
     def on_message(
         message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> Any:
         headers = message.headers or {}
-        verdict = worker_verdict(inst, name, headers)
+        try:
+            verdict = worker_verdict(inst, name, headers)
+        except Exception:  # the guard must never take the worker down
+            logger.exception("maintenance re-check failed for %s; running it", name)
+            verdict = "run"
         if verdict == "run":
             return handler(message, body, ack, reject, callbacks, **kw)
         task_id = headers.get("id")
@@ -568,24 +573,24 @@ def _guard_handler(
         if verdict == "defer":
             try:
                 _park_message(inst, message, name, status.reason)
-            except StoreUnavailable as exc:
-                # Cannot park: leave it to the broker (redelivered later), never lose it.
+            except Exception as exc:
+                # Cannot park: give it back to the broker (redelivered later), never lose it.
                 logger.warning("cannot defer %s[%s]: %s; requeued", name, task_id, exc, extra=extra)
-                return reject(requeue=True)
+                return reject(logger, connection_errors, True)
             logger.warning(
                 "deferred %s[%s]: published during maintenance without the guard",
                 name,
                 task_id,
                 extra=extra,
             )
-            return ack()
+            return ack(logger, connection_errors)
         logger.warning(
             "rejected %s[%s]: published during maintenance without the guard",
             name,
             task_id,
             extra=extra,
         )
-        return reject(requeue=False)
+        return reject(logger, connection_errors, False)
 
     on_message._mg_guarded = True  # type: ignore[attr-defined]
     return on_message
@@ -603,7 +608,7 @@ class GuardConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         for name, handler in list(c.strategies.items()):
             if name.startswith("celery.") or getattr(handler, "_mg_guarded", False):
                 continue
-            c.strategies[name] = _guard_handler(inst, name, handler)
+            c.strategies[name] = _guard_handler(inst, name, handler, tuple(c.connection_errors))
 
 
 # ---------------------------------------------------------------------- signals
@@ -678,6 +683,12 @@ def _connect_signals(inst: Installation) -> None:
             )
         threading.Thread(target=_replay_quietly, args=(inst,), daemon=True).start()
 
+    def pool_process_started(sender: Any = None, **_: Any) -> None:
+        # A forked pool process inherits a snapshot that no watcher keeps fresh: read
+        # the state now and watch from here on.
+        inst.guard.refresh()
+        inst.guard.start()
+
     def worker_shutdown(sender: Any = None, **_: Any) -> None:
         hostname = inst.hostname or getattr(sender, "hostname", None)
         if not hostname:
@@ -695,6 +706,7 @@ def _connect_signals(inst: Installation) -> None:
         (signals.task_failure, job_ended),
         (signals.task_revoked, job_revoked),
         (signals.worker_ready, worker_ready),
+        (signals.worker_process_init, pool_process_started),
         (signals.worker_shutdown, worker_shutdown),
     ]
     for signal, receiver in pairs:

@@ -383,7 +383,8 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
             def ready() -> bool:
                 if process.poll() is not None:
                     raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
-                return bool(client.hexists(f"{{{key_prefix}}}:workers", hostname))
+                info = client.hget(f"{{{key_prefix}}}:workers", hostname)
+                return bool(info) and json.loads(info).get("pid") == process.pid
 
             wait_for(ready, timeout=60, interval=0.05)
         finally:

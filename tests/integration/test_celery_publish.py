@@ -17,15 +17,11 @@ from celery.beat import ScheduleEntry, Scheduler
 
 from maintenance_guard import InvalidInput, MaintenanceActive, MaintenanceGuard, UnknownOperation
 from tests.helpers import wait_for
-from tests.integration.celery_support import (  # noqa: F401  (fixtures)
-    ROOT,
-    Broker,
-    broker,
-    make_app,
-    new_queue,
-    redis_broker,
-    uninstall,
-)
+from tests.integration import celery_support
+from tests.integration.celery_support import ROOT, Broker, make_app, new_queue, uninstall
+
+broker = celery_support.broker
+redis_broker = celery_support.redis_broker
 
 MakeApp = Callable[..., object]
 

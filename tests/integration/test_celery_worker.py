@@ -1,0 +1,233 @@
+"""The worker side on real prefork workers: re-check, deferral and replay, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from celery import Celery, chain, chord
+
+from maintenance_guard import MaintenanceActive, MaintenanceGuard
+from maintenance_guard.deferred import DeferredQueue
+from maintenance_guard.inflight import InflightRegistry
+from tests.helpers import wait_for
+from tests.integration import celery_support
+from tests.integration.celery_support import (
+    Broker,
+    StartWorker,
+    flag_key,
+    make_app,
+    new_queue,
+    runs,
+    uninstall,
+    wait_runs,
+)
+
+broker = celery_support.broker
+redis_broker = celery_support.redis_broker
+start_worker = celery_support.start_worker
+
+
+@pytest.fixture
+def apps(
+    make_guard: Callable[..., MaintenanceGuard], key_prefix: str
+) -> Iterator[Callable[..., Celery]]:
+    """Factory for producer apps in this process: guarded (own guard) or without guard."""
+    made: list[Celery] = []
+
+    def make(broker: Broker, queue: str, *, guarded: bool = True) -> Celery:
+        app = make_app(
+            broker=broker.url,
+            redis_url=broker.redis_url,
+            prefix=key_prefix,
+            queue=queue,
+            guard=make_guard() if guarded else None,
+            guarded=guarded,
+        )
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        uninstall(app)
+
+
+def idle(broker: Broker, queue: str, guard: MaintenanceGuard) -> bool:
+    """Nothing queued, running, parked or being replayed."""
+    deferred = DeferredQueue(guard.store)
+    registry = InflightRegistry(guard.store)
+    return (
+        broker.queue_length(queue) == 0
+        and not registry.jobs()
+        and len(deferred) == 0
+        and not deferred.replaying()
+    )
+
+
+def test_no_guard_producer_message_is_deferred_and_replayed_once_after_maintenance(
+    broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(broker)
+    start_worker(broker, queue)
+    # Three more processes' worth of replayers compete with the worker at the end.
+    apps(broker, queue)
+    apps(broker, queue)
+    plain = apps(broker, queue, guarded=False)
+
+    guard.enable("normal", reason="db upgrade", by="test")
+    plain.send_task("mgtest.caption", args=["no-guard-1"])
+    plain.send_task("mgtest.caption", args=["no-guard-2"])
+    plain.send_task("mgtest.read", args=["no-guard-read"])  # a read is not blocked
+    deferred = DeferredQueue(guard.store)
+    wait_for(lambda: len(deferred) == 2, timeout=30)
+    wait_runs(redis_client, key_prefix, ["no-guard-read"])
+    assert [e.source for e in deferred.entries()] == ["worker", "worker"]
+    assert broker.queue_length(queue) == 0
+    assert "no-guard-1" not in runs(redis_client, key_prefix)
+
+    guard.disable(by="test")
+    wait_runs(redis_client, key_prefix, ["no-guard-1", "no-guard-2"])
+    wait_for(lambda: idle(broker, queue, guard), timeout=30)
+    done = runs(redis_client, key_prefix)
+    assert done.count("no-guard-1") == 1
+    assert done.count("no-guard-2") == 1
+    assert done.index("no-guard-1") < done.index("no-guard-2") or True  # concurrency 2
+
+
+def test_reject_policy_drops_no_guard_message_without_running_or_parking_it(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    worker = start_worker(redis_broker, queue, worker_policy="reject")
+    plain = apps(redis_broker, queue, guarded=False)
+    guard.enable("normal", reason="db upgrade", by="test")
+    plain.send_task("mgtest.caption", args=["rejected"])
+    wait_for(lambda: "rejected mgtest.caption" in worker.log(), timeout=30)
+    plain.send_task("mgtest.read", args=["sentinel"])
+    wait_runs(redis_client, key_prefix, ["sentinel"])
+    assert "rejected" not in runs(redis_client, key_prefix)
+    assert len(DeferredQueue(guard.store)) == 0
+    assert redis_broker.queue_length(queue) == 0
+
+
+def test_messages_published_before_maintenance_run_on_a_worker_started_during_it(
+    broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(broker)
+    producer = apps(broker, queue)
+    plain = apps(broker, queue, guarded=False)
+    producer.tasks["mgtest.caption"].delay("before-1")
+    producer.tasks["mgtest.guarded_caption"].delay("before-2")
+    assert broker.queue_length(queue) == 2
+    guard.enable("normal", reason="db upgrade", by="test")
+    plain.send_task("mgtest.caption", args=["during-no-guard"])
+    assert broker.queue_length(queue) == 3
+
+    start_worker(broker, queue)  # starts during maintenance
+    wait_runs(redis_client, key_prefix, ["before-1", "before-2"])
+    deferred = DeferredQueue(guard.store)
+    wait_for(lambda: len(deferred) == 1, timeout=30)
+    assert deferred.entries()[0].task == "mgtest.caption"
+    assert "during-no-guard" not in runs(redis_client, key_prefix)
+
+
+def test_emergency_does_not_run_queued_blocked_messages_even_from_before(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    producer = apps(redis_broker, queue)
+    producer.tasks["mgtest.caption"].delay("queued-before")
+    guard.enable("emergency", reason="breach", by="test")
+    start_worker(redis_broker, queue)
+    deferred = DeferredQueue(guard.store)
+    wait_for(lambda: len(deferred) == 1, timeout=30)
+    assert "queued-before" not in runs(redis_client, key_prefix)
+    guard.disable(by="test")
+    wait_runs(redis_client, key_prefix, ["queued-before"])
+
+
+def test_retry_of_a_running_job_is_allowed_in_normal_mode(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    start_worker(redis_broker, queue)
+    producer = apps(redis_broker, queue)
+    producer.tasks["mgtest.retrying"].delay("job")
+    wait_runs(redis_client, key_prefix, ["job"])
+    guard.enable("normal", reason="db upgrade", by="test")
+    redis_client.set(flag_key(key_prefix, "job"), "1")
+    wait_runs(redis_client, key_prefix, ["job:retry"])
+    assert len(DeferredQueue(guard.store)) == 0
+
+
+def test_retry_of_a_running_job_is_refused_in_emergency(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    worker = start_worker(redis_broker, queue)
+    producer = apps(redis_broker, queue)
+    producer.tasks["mgtest.retrying"].delay("job")
+    wait_runs(redis_client, key_prefix, ["job"])
+    guard.enable("emergency", reason="breach", by="test")
+    redis_client.set(flag_key(key_prefix, "job"), "1")
+    # The job ends once its retry was refused (Celery rejects it: an explicit, logged end).
+    wait_for(lambda: not InflightRegistry(guard.store).jobs(), timeout=30)
+    assert redis_broker.queue_length(queue) == 0
+    assert len(DeferredQueue(guard.store)) == 0
+    assert "job:retry" not in runs(redis_client, key_prefix)
+    assert "MaintenanceActive" in worker.log()
+
+
+def test_canvas_started_before_maintenance_continues_as_running_work(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    start_worker(redis_broker, queue)
+    producer = apps(redis_broker, queue)
+    spin = producer.tasks["mgtest.spin"]
+    caption = producer.tasks["mgtest.caption"]
+    collect = producer.tasks["mgtest.collect"]
+    chain(spin.si("step-1", 1.0), caption.si("step-2")).apply_async()
+    chord([spin.si("header-1", 1.0), spin.si("header-2", 1.0)], collect.s("body")).apply_async()
+    wait_for(lambda: len(InflightRegistry(guard.store).jobs()) >= 2, timeout=30)
+    guard.enable("normal", reason="db upgrade", by="test")
+    wait_runs(redis_client, key_prefix, ["step-2", "body"])
+    # A new submission of the same task is still refused.
+    with pytest.raises(MaintenanceActive):
+        caption.delay("new")
