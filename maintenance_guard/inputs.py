@@ -62,6 +62,11 @@ def parse_duration(
     seconds: float
     if isinstance(value, bool) or value is None:
         raise InvalidInput(f"{what} must be a number of seconds or a text like 1h30m")
+    if isinstance(value, int) and abs(value) > maximum:
+        # Checked before float(): an int beyond float range would raise OverflowError.
+        if value < 0:
+            raise InvalidInput(f"{what} must not be negative")
+        raise InvalidInput(f"{what} is too long; at most {maximum}s")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):

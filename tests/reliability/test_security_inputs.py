@@ -57,6 +57,8 @@ reasons = st.one_of(
 durations = st.one_of(
     st.none(),
     st.integers(min_value=-10, max_value=MAX_DURATION_SECONDS + 10),
+    st.integers(),  # unbounded: ints beyond float range included
+    st.sampled_from([10**400, -(10**400)]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["1h30m", "90s", "2d", "8d", "0", "-5", "1.5", "soon", "", "1h 30m", "9" * 40]),
     st.text(max_size=10),
