@@ -7,30 +7,57 @@ grace period, then revokes the rest with SIGTERM and SIGKILLs what still runs af
 ``kill_after``. Every terminated job is recorded in Redis; `recover` re-enqueues the
 recoverable ones exactly once; `after_disable` checks the fleet when maintenance ends.
 No Celery import here: the Celery app is passed in and driven through ``app.control``;
-the worker side lives in `maintenance_guard.emergency_worker`.
+the worker side lives in `emergency_worker`, the Redis records in `emergency_records`,
+the report in `emergency_report`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from .emergency_records import (
+    EmergencyRecords,
+    EmergencyReport,
+    QueueSpec,
+    TerminatedJob,
+    json_safe,
+)
+from .emergency_report import EmergencyOverview, build_report, render_report_text
 from .errors import InvalidInput, StoreUnavailable
 from .inputs import MAX_GRACE_SECONDS, clean_actor, clean_reason, parse_duration
 from .modes import MaintenanceMode
-from .store import RedisStore, event_fields
+from .store import event_fields
 
 if TYPE_CHECKING:
     from .guard import MaintenanceGuard
     from .sessions import SessionInvalidator
 
 logger = logging.getLogger("maintenance_guard")
+
+__all__ = [
+    "CeleryFleet",
+    "EmergencyOverview",
+    "EmergencyRecords",
+    "EmergencyReport",
+    "QueueSpec",
+    "RecoveryResult",
+    "TerminatedJob",
+    "after_disable",
+    "build_report",
+    "configure_celery",
+    "configure_sessions",
+    "json_safe",
+    "recover",
+    "render_report_text",
+    "run_emergency",
+    "validate_emergency_args",
+]
 
 MAX_KILL_AFTER = 600
 POLL_INTERVAL = 0.05
@@ -46,235 +73,6 @@ CMD_KILL = "maintenance_guard_kill"
 
 EmergencyProgress = Callable[[str, float, float, int], None]
 """``progress(phase, elapsed, total, jobs_left)``; phases: grace, terminating, killing."""
-
-
-# ---------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """A queue a worker consumed from, enough to `add_consumer` it back."""
-
-    name: str
-    exchange: str = ""
-    exchange_type: str = "direct"
-    routing_key: str = ""
-
-    @classmethod
-    def from_celery(cls, raw: Mapping[str, Any]) -> QueueSpec:
-        """From one entry of ``inspect().active_queues()``."""
-        exchange = raw.get("exchange") or {}
-        return cls(
-            name=str(raw.get("name", "")),
-            exchange=str(exchange.get("name") or raw.get("name", "")),
-            exchange_type=str(exchange.get("type") or "direct"),
-            routing_key=str(raw.get("routing_key") or raw.get("name", "")),
-        )
-
-
-@dataclass(frozen=True)
-class TerminatedJob:
-    """One job the emergency stopped, with what `recover` needs to run it again."""
-
-    id: str
-    name: str
-    operation: str | None
-    args: Any
-    kwargs: Any
-    worker: str
-    pid: int
-    started_at: float | None
-    terminated_at: float | None
-    signal: str
-    recoverable: bool
-    exchange: str = ""
-    routing_key: str = ""
-    emergency_id: str = ""
-    stopped: bool = True  # False: still running after SIGKILL (listed, not recoverable)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TerminatedJob:
-        """Inverse of `to_dict`, tolerant of older records."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _json_safe(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return {"unserializable_repr": repr(value)[:2000]}
-    return value
-
-
-class EmergencyRecords:
-    """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
-
-    def __init__(self, store: Any) -> None:
-        if not isinstance(store, RedisStore):
-            raise InvalidInput("emergency mode needs the Redis state store")
-        self.store = store
-        self.redis = store.redis
-        self.report_key = store.key("emergency:report")
-        self.terminated_key = store.key("emergency:terminated")
-        self.cancelled_key = store.key("emergency:cancelled")
-        self.resumed_key = store.key("emergency:resumed")
-        self.recovery_key = store.key("emergency:recovery")
-        self.checks_key = store.key("emergency:checks")
-        self.skipped_key = store.key("emergency:skipped")
-
-    def _hash(self, key: str) -> dict[str, Any]:
-        with self.store._errors("read emergency records"):
-            raw = cast(dict[str, str], self.redis.hgetall(key))
-        return {k: json.loads(v) for k, v in raw.items()}
-
-    def start(self, report: EmergencyReport) -> None:
-        """Begin a new emergency: forget the previous one's pause records."""
-        with self.store._errors("record the emergency"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.cancelled_key, self.resumed_key, self.checks_key)
-            pipe.set(self.report_key, json.dumps(report.to_dict()))
-            pipe.execute()
-
-    def save_report(self, report: EmergencyReport) -> None:
-        """Store the (possibly partial) report of the current emergency."""
-        with self.store._errors("store the emergency report"):
-            self.redis.set(self.report_key, json.dumps(report.to_dict()))
-
-    def report(self) -> dict[str, Any] | None:
-        """The stored report of the last emergency, if any."""
-        with self.store._errors("read the emergency report"):
-            raw = self.redis.get(self.report_key)
-        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
-
-    def add_terminated(self, jobs: list[TerminatedJob]) -> None:
-        """Record terminated jobs (idempotent per id)."""
-        if not jobs:
-            return
-        with self.store._errors("record terminated jobs"):
-            self.redis.hset(
-                self.terminated_key, mapping={j.id: json.dumps(j.to_dict()) for j in jobs}
-            )
-
-    def terminated(self) -> list[TerminatedJob]:
-        """Every recorded terminated job, oldest first."""
-        jobs = [TerminatedJob.from_dict(v) for v in self._hash(self.terminated_key).values()]
-        return sorted(jobs, key=lambda j: (j.terminated_at or 0, j.id))
-
-    def terminated_ids(self) -> list[str]:
-        """Ids of every recorded terminated job (workers refuse to run these)."""
-        with self.store._errors("read terminated job ids"):
-            return list(cast(list[str], self.redis.hkeys(self.terminated_key)))
-
-    def note_skipped(self, task_id: str, worker: str) -> None:
-        """A worker refused a redelivered message of a terminated job."""
-        with self.store._errors("record a skipped redelivery"):
-            self.redis.hset(
-                self.skipped_key, task_id, json.dumps({"worker": worker, "at": time.time()})
-            )
-
-    def skipped(self) -> dict[str, Any]:
-        """Task id -> {worker, at} for each dropped redelivery of a terminated job."""
-        return self._hash(self.skipped_key)
-
-    def set_cancelled(self, worker: str, queues: list[QueueSpec]) -> None:
-        """Remember that ``worker`` stopped consuming ``queues``."""
-        with self.store._errors("record paused consumers"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in queues]))
-            pipe.hdel(self.resumed_key, worker)
-            pipe.execute()
-
-    def cancelled(self) -> dict[str, list[QueueSpec]]:
-        """Worker -> the queues it stopped consuming in the current emergency."""
-        return {w: [QueueSpec(**q) for q in qs] for w, qs in self._hash(self.cancelled_key).items()}
-
-    def mark_resumed(self, worker: str, queues: list[str]) -> None:
-        """``worker`` consumes ``queues`` again."""
-        with self.store._errors("record resumed consumers"):
-            self.redis.hset(
-                self.resumed_key, worker, json.dumps({"at": time.time(), "queues": queues})
-            )
-
-    def resumed(self) -> dict[str, Any]:
-        """Worker -> {at, queues} for the workers that consume again."""
-        return self._hash(self.resumed_key)
-
-    def claim_recovery(self, job_id: str, by: str) -> bool:
-        """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""
-        claim = json.dumps({"state": "claimed", "by": by, "at": time.time()})
-        with self.store._errors("claim a job for recovery"):
-            return bool(self.redis.hsetnx(self.recovery_key, job_id, claim))
-
-    def finish_recovery(self, job_id: str, info: Mapping[str, Any]) -> None:
-        """Record the outcome of a claimed recovery."""
-        with self.store._errors("record a recovery"):
-            self.redis.hset(self.recovery_key, job_id, json.dumps(dict(info)))
-
-    def release_recovery(self, job_id: str) -> None:
-        """Give a claim back (the re-enqueue failed), so a later run can retry."""
-        with self.store._errors("release a recovery claim"):
-            self.redis.hdel(self.recovery_key, job_id)
-
-    def recovery(self) -> dict[str, Any]:
-        """Job id -> recovery record."""
-        return self._hash(self.recovery_key)
-
-    def save_checks(self, checks: Mapping[str, Any]) -> None:
-        """Store the deactivation checks' outcome."""
-        with self.store._errors("store deactivation checks"):
-            self.redis.set(self.checks_key, json.dumps(dict(checks)))
-
-    def checks(self) -> dict[str, Any] | None:
-        """The last deactivation checks' outcome."""
-        with self.store._errors("read deactivation checks"):
-            raw = self.redis.get(self.checks_key)
-        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
-
-
-# ---------------------------------------------------------------------------- report
-
-
-@dataclass
-class EmergencyReport:
-    """What an emergency did. ``phase`` is ``grace`` while it runs, ``done`` at the end."""
-
-    id: str
-    reason: str
-    by: str
-    activated_at: float
-    grace_period: int
-    kill_after: int
-    phase: str = "grace"
-    workers: list[str] = field(default_factory=list)
-    consumers_cancelled: dict[str, list[str]] = field(default_factory=dict)
-    running_at_start: int = 0
-    finished_in_grace: list[dict[str, Any]] = field(default_factory=list)
-    terminated: list[TerminatedJob] = field(default_factory=list)
-    not_stopped: list[dict[str, Any]] = field(default_factory=list)
-    sessions: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    grace_ended_at: float | None = None
-    all_gone_at: float | None = None
-    finished_at: float | None = None
-
-    @property
-    def seconds_to_gone(self) -> float | None:
-        """From the end of the grace period until the last terminated job was gone."""
-        if self.grace_ended_at is None or self.all_gone_at is None:
-            return None
-        return max(0.0, self.all_gone_at - self.grace_ended_at)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        out = asdict(self)
-        out["terminated"] = [j.to_dict() for j in self.terminated]
-        out["seconds_to_gone"] = self.seconds_to_gone
-        return out
 
 
 # ---------------------------------------------------------------------------- the fleet
@@ -645,8 +443,8 @@ def _terminated_record(
         id=str(job["id"]),
         name=name,
         operation=operation,
-        args=_json_safe(job.get("args")),
-        kwargs=_json_safe(job.get("kwargs")),
+        args=json_safe(job.get("args")),
+        kwargs=json_safe(job.get("kwargs")),
         worker=str(job.get("worker", "")),
         pid=int(job.get("worker_pid") or 0),
         started_at=job.get("time_start"),
@@ -878,160 +676,3 @@ def recover(
         failed=len(result.failed),
     )
     return result
-
-
-# ---------------------------------------------------------------------------- report
-
-_TIMELINE_EVENTS = (
-    "enabled",
-    "mode_changed",
-    "emergency_activated",
-    "sessions_invalidated",
-    "consumers_cancelled",
-    "jobs_revoked",
-    "jobs_killed",
-    "emergency_completed",
-    "emergency_warning",
-    "disabled",
-    "auto_ended",
-    "emergency_checks",
-    "jobs_recovered",
-)
-
-
-@dataclass
-class EmergencyOverview:
-    """The emergency report: `build_report` gathers it, `to_dict`/`to_text` show it."""
-
-    emergency: dict[str, Any] | None
-    timeline: list[dict[str, Any]]
-    blocked_attempts: dict[str, dict[str, int]]
-    deactivated: dict[str, Any] | None
-    checks: dict[str, Any] | None
-    recovery: dict[str, Any]
-    redeliveries_dropped: dict[str, Any]
-    active: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return asdict(self)
-
-    def to_text(self) -> str:
-        """Readable text."""
-        return render_report_text(self.to_dict())
-
-
-def build_report(guard: MaintenanceGuard) -> EmergencyOverview:
-    """The last emergency's report from Redis: timeline, jobs, sessions, blocked attempts,
-    deactivation, checks and recovery. Raises `StoreUnavailable`."""
-    records = EmergencyRecords(guard.store)
-    emergency = records.report()
-    since = None if emergency is None else float(emergency["activated_at"]) - 1
-    events = list(reversed(guard.events(limit=5000, since=since))) if emergency else []
-    timeline = [
-        {"at": e.at, "type": e.type, "actor": e.actor, "reason": e.reason, **e.fields}
-        for e in events
-        if e.type in _TIMELINE_EVENTS
-    ]
-    deactivated = next(
-        (
-            {"at": e["at"], "by": e["actor"], "type": e["type"]}
-            for e in timeline
-            if e["type"] in ("disabled", "auto_ended")
-        ),
-        None,
-    )
-    from .events import summarise_counts
-
-    guard.flush()
-    counts = summarise_counts(guard.store.read_attempt_counts()).get("blocked", {})
-    blocked = {op: dict(surfaces) for op, surfaces in counts.items()}
-    skipped = records.skipped()
-    return EmergencyOverview(
-        emergency=emergency,
-        timeline=timeline,
-        blocked_attempts=blocked,
-        deactivated=deactivated,
-        checks=records.checks(),
-        recovery=records.recovery(),
-        redeliveries_dropped=skipped,
-        active=guard.current().mode is MaintenanceMode.EMERGENCY,
-    )
-
-
-def _clock(epoch: Any) -> str:
-    if not epoch:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(epoch))) + "Z"
-
-
-def render_report_text(report: Mapping[str, Any]) -> str:
-    """The emergency report (the `EmergencyOverview.to_dict` shape) as readable text."""
-    em = report.get("emergency")
-    if not em:
-        return "No emergency has been recorded."
-    lines = [
-        f"Emergency {em['id']}: {em['reason']}",
-        f"  activated {_clock(em['activated_at'])} by {em['by']}; grace {em['grace_period']}s, "
-        f"kill after {em['kill_after']}s; {'STILL ACTIVE' if report.get('active') else 'ended'}",
-    ]
-    if em.get("consumers_cancelled"):
-        for worker, queues in em["consumers_cancelled"].items():
-            lines.append(f"  paused {worker}: {', '.join(queues) or '(no queue)'}")
-    gone = em.get("seconds_to_gone")
-    lines.append(
-        f"Jobs: {em.get('running_at_start', 0)} running at activation, "
-        f"{len(em.get('finished_in_grace', []))} finished in grace, "
-        f"{len(em.get('terminated', []))} terminated, {len(em.get('not_stopped', []))} not stopped"
-        + (f" (last gone {gone:.3f}s after the grace period)" if gone is not None else "")
-    )
-    for job in em.get("finished_in_grace", []):
-        lines.append(f"  finished  {job['id']}  {job.get('name')}  on {job.get('worker')}")
-    recovery = report.get("recovery") or {}
-    for job in em.get("terminated", []):
-        rec = recovery.get(job["id"], {})
-        state = rec.get("state") or ("recoverable" if job.get("recoverable") else "manual")
-        lines.append(
-            f"  terminated {job['id']}  {job['name']} [{job.get('operation') or '-'}] on "
-            f"{job['worker']} pid {job['pid']} by {job['signal']} "
-            f"at {_clock(job.get('terminated_at'))}"
-            f"  args={json.dumps(job.get('args'))} kwargs={json.dumps(job.get('kwargs'))}  {state}"
-            + (f" as {rec['new_id']}" if rec.get("new_id") else "")
-        )
-    for job in em.get("not_stopped", []):
-        lines.append(
-            f"  NOT STOPPED {job['id']}  {job['name']} on {job['worker']} pid {job['pid']}"
-        )
-    sessions = em.get("sessions")
-    if sessions:
-        lines.append(
-            f"Sessions: {sessions['invalidated']} non-admin invalidated, "
-            f"{sessions['kept_admin']} admin kept ({sessions['seconds']}s)"
-        )
-    else:
-        lines.append("Sessions: not invalidated (no session store configured)")
-    blocked = report.get("blocked_attempts") or {}
-    if blocked:
-        lines.append("Blocked attempts per operation:")
-        for op, surfaces in sorted(blocked.items()):
-            detail = ", ".join(f"{s} {n}" for s, n in sorted(surfaces.items()))
-            lines.append(f"  {op}: {sum(surfaces.values())} ({detail})")
-    deactivated = report.get("deactivated")
-    if deactivated:
-        lines.append(f"Deactivated {_clock(deactivated['at'])} by {deactivated['by']}")
-    checks = report.get("checks")
-    if checks:
-        lines.append("Deactivation checks: " + ("all passed" if checks.get("ok") else "WARNINGS"))
-        lines += [f"  ! {w}" for w in checks.get("warnings", [])]
-    recovered = [(k, v) for k, v in recovery.items() if v.get("state") == "recovered"]
-    if recovered:
-        lines.append(f"Recovery: {len(recovered)} job(s) recovered")
-    dropped = report.get("redeliveries_dropped") or {}
-    if dropped:
-        lines.append(f"Redelivered messages of terminated jobs dropped: {len(dropped)}")
-    warnings = em.get("warnings") or []
-    lines += [f"Warning: {w}" for w in warnings]
-    lines.append("Timeline:")
-    for event in report.get("timeline", []):
-        lines.append(f"  {_clock(event['at'])}  {event['type']:<22} by {event['actor']}")
-    return "\n".join(lines)

@@ -24,14 +24,8 @@ from celery import signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
-from .emergency import (
-    CMD_ACTIVE,
-    CMD_KILL,
-    CMD_RUNNING,
-    CeleryFleet,
-    EmergencyRecords,
-    _json_safe,
-)
+from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING, CeleryFleet
+from .emergency_records import EmergencyRecords, json_safe
 from .errors import StoreUnavailable
 from .guard import MaintenanceGuard
 from .modes import MaintenanceMode
@@ -64,8 +58,8 @@ def maintenance_guard_active(state: Any, **_: Any) -> dict[str, Any]:
     for request in list(worker_state.active_requests):
         info = request.info()
         task = state.app.tasks.get(request.name)
-        info["args"] = _json_safe(info.get("args"))
-        info["kwargs"] = _json_safe(info.get("kwargs"))
+        info["args"] = json_safe(info.get("args"))
+        info["kwargs"] = json_safe(info.get("kwargs"))
         info["recoverable"] = bool(getattr(task, "recoverable", False))
         info["operation"] = getattr(task, "operation", None)
         info["delivery_info"] = {

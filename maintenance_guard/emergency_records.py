@@ -1,0 +1,244 @@
+"""Emergency records in Redis: terminated jobs, paused consumers, recovery claims, report.
+
+All keys live under the guard's key prefix (``emergency:*``), so they share its cluster
+slot. Every method raises `StoreUnavailable` when Redis fails.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, cast
+
+from .errors import InvalidInput
+from .store import RedisStore
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue a worker consumed from, enough to `add_consumer` it back."""
+
+    name: str
+    exchange: str = ""
+    exchange_type: str = "direct"
+    routing_key: str = ""
+
+    @classmethod
+    def from_celery(cls, raw: Mapping[str, Any]) -> QueueSpec:
+        """From one entry of ``inspect().active_queues()``."""
+        exchange = raw.get("exchange") or {}
+        return cls(
+            name=str(raw.get("name", "")),
+            exchange=str(exchange.get("name") or raw.get("name", "")),
+            exchange_type=str(exchange.get("type") or "direct"),
+            routing_key=str(raw.get("routing_key") or raw.get("name", "")),
+        )
+
+
+@dataclass(frozen=True)
+class TerminatedJob:
+    """One job the emergency stopped, with what `recover` needs to run it again."""
+
+    id: str
+    name: str
+    operation: str | None
+    args: Any
+    kwargs: Any
+    worker: str
+    pid: int
+    started_at: float | None
+    terminated_at: float | None
+    signal: str
+    recoverable: bool
+    exchange: str = ""
+    routing_key: str = ""
+    emergency_id: str = ""
+    stopped: bool = True  # False: still running after SIGKILL (listed, not recoverable)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TerminatedJob:
+        """Inverse of `to_dict`, tolerant of older records."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {"unserializable_repr": repr(value)[:2000]}
+    return value
+
+
+class EmergencyRecords:
+    """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
+
+    def __init__(self, store: Any) -> None:
+        if not isinstance(store, RedisStore):
+            raise InvalidInput("emergency mode needs the Redis state store")
+        self.store = store
+        self.redis = store.redis
+        self.report_key = store.key("emergency:report")
+        self.terminated_key = store.key("emergency:terminated")
+        self.cancelled_key = store.key("emergency:cancelled")
+        self.resumed_key = store.key("emergency:resumed")
+        self.recovery_key = store.key("emergency:recovery")
+        self.checks_key = store.key("emergency:checks")
+        self.skipped_key = store.key("emergency:skipped")
+
+    def _hash(self, key: str) -> dict[str, Any]:
+        with self.store._errors("read emergency records"):
+            raw = cast(dict[str, str], self.redis.hgetall(key))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    def start(self, report: EmergencyReport) -> None:
+        """Begin a new emergency: forget the previous one's pause records."""
+        with self.store._errors("record the emergency"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(self.cancelled_key, self.resumed_key, self.checks_key)
+            pipe.set(self.report_key, json.dumps(report.to_dict()))
+            pipe.execute()
+
+    def save_report(self, report: EmergencyReport) -> None:
+        """Store the (possibly partial) report of the current emergency."""
+        with self.store._errors("store the emergency report"):
+            self.redis.set(self.report_key, json.dumps(report.to_dict()))
+
+    def report(self) -> dict[str, Any] | None:
+        """The stored report of the last emergency, if any."""
+        with self.store._errors("read the emergency report"):
+            raw = self.redis.get(self.report_key)
+        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
+
+    def add_terminated(self, jobs: list[TerminatedJob]) -> None:
+        """Record terminated jobs (idempotent per id)."""
+        if not jobs:
+            return
+        with self.store._errors("record terminated jobs"):
+            self.redis.hset(
+                self.terminated_key, mapping={j.id: json.dumps(j.to_dict()) for j in jobs}
+            )
+
+    def terminated(self) -> list[TerminatedJob]:
+        """Every recorded terminated job, oldest first."""
+        jobs = [TerminatedJob.from_dict(v) for v in self._hash(self.terminated_key).values()]
+        return sorted(jobs, key=lambda j: (j.terminated_at or 0, j.id))
+
+    def terminated_ids(self) -> list[str]:
+        """Ids of every recorded terminated job (workers refuse to run these)."""
+        with self.store._errors("read terminated job ids"):
+            return list(cast(list[str], self.redis.hkeys(self.terminated_key)))
+
+    def note_skipped(self, task_id: str, worker: str) -> None:
+        """A worker refused a redelivered message of a terminated job."""
+        with self.store._errors("record a skipped redelivery"):
+            self.redis.hset(
+                self.skipped_key, task_id, json.dumps({"worker": worker, "at": time.time()})
+            )
+
+    def skipped(self) -> dict[str, Any]:
+        """Task id -> {worker, at} for each dropped redelivery of a terminated job."""
+        return self._hash(self.skipped_key)
+
+    def set_cancelled(self, worker: str, queues: list[QueueSpec]) -> None:
+        """Remember that ``worker`` stopped consuming ``queues``."""
+        with self.store._errors("record paused consumers"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in queues]))
+            pipe.hdel(self.resumed_key, worker)
+            pipe.execute()
+
+    def cancelled(self) -> dict[str, list[QueueSpec]]:
+        """Worker -> the queues it stopped consuming in the current emergency."""
+        return {w: [QueueSpec(**q) for q in qs] for w, qs in self._hash(self.cancelled_key).items()}
+
+    def mark_resumed(self, worker: str, queues: list[str]) -> None:
+        """``worker`` consumes ``queues`` again."""
+        with self.store._errors("record resumed consumers"):
+            self.redis.hset(
+                self.resumed_key, worker, json.dumps({"at": time.time(), "queues": queues})
+            )
+
+    def resumed(self) -> dict[str, Any]:
+        """Worker -> {at, queues} for the workers that consume again."""
+        return self._hash(self.resumed_key)
+
+    def claim_recovery(self, job_id: str, by: str) -> bool:
+        """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""
+        claim = json.dumps({"state": "claimed", "by": by, "at": time.time()})
+        with self.store._errors("claim a job for recovery"):
+            return bool(self.redis.hsetnx(self.recovery_key, job_id, claim))
+
+    def finish_recovery(self, job_id: str, info: Mapping[str, Any]) -> None:
+        """Record the outcome of a claimed recovery."""
+        with self.store._errors("record a recovery"):
+            self.redis.hset(self.recovery_key, job_id, json.dumps(dict(info)))
+
+    def release_recovery(self, job_id: str) -> None:
+        """Give a claim back (the re-enqueue failed), so a later run can retry."""
+        with self.store._errors("release a recovery claim"):
+            self.redis.hdel(self.recovery_key, job_id)
+
+    def recovery(self) -> dict[str, Any]:
+        """Job id -> recovery record."""
+        return self._hash(self.recovery_key)
+
+    def save_checks(self, checks: Mapping[str, Any]) -> None:
+        """Store the deactivation checks' outcome."""
+        with self.store._errors("store deactivation checks"):
+            self.redis.set(self.checks_key, json.dumps(dict(checks)))
+
+    def checks(self) -> dict[str, Any] | None:
+        """The last deactivation checks' outcome."""
+        with self.store._errors("read deactivation checks"):
+            raw = self.redis.get(self.checks_key)
+        return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
+
+
+# ---------------------------------------------------------------------------- report
+
+
+@dataclass
+class EmergencyReport:
+    """What an emergency did. ``phase`` is ``grace`` while it runs, ``done`` at the end."""
+
+    id: str
+    reason: str
+    by: str
+    activated_at: float
+    grace_period: int
+    kill_after: int
+    phase: str = "grace"
+    workers: list[str] = field(default_factory=list)
+    consumers_cancelled: dict[str, list[str]] = field(default_factory=dict)
+    running_at_start: int = 0
+    finished_in_grace: list[dict[str, Any]] = field(default_factory=list)
+    terminated: list[TerminatedJob] = field(default_factory=list)
+    not_stopped: list[dict[str, Any]] = field(default_factory=list)
+    sessions: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    grace_ended_at: float | None = None
+    all_gone_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def seconds_to_gone(self) -> float | None:
+        """From the end of the grace period until the last terminated job was gone."""
+        if self.grace_ended_at is None or self.all_gone_at is None:
+            return None
+        return max(0.0, self.all_gone_at - self.grace_ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out = asdict(self)
+        out["terminated"] = [j.to_dict() for j in self.terminated]
+        out["seconds_to_gone"] = self.seconds_to_gone
+        return out
