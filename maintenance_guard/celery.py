@@ -169,6 +169,10 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
             threading.Thread(target=_replay_quietly, args=(inst,), daemon=True).start()
 
     guard.add_listener(on_change)
+    from .emergency_worker import install_worker_hooks
+
+    # Emergency mode: worker control commands, terminated jobs refused, resume after.
+    install_worker_hooks(app, guard)
     return guard
 
 
@@ -454,6 +458,8 @@ class GuardedTask(Task):  # type: ignore[misc]
 
     operation: str | None = None
     on_maintenance: str = "refuse"
+    # Re-enqueued by `maintenance-guard recover` if an emergency terminates it.
+    recoverable: bool = False
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         inst = installation_of(self.app)
