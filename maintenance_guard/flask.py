@@ -16,16 +16,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, current_app, jsonify, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from .errors import MaintenanceActive, StoreUnavailable
+from .errors import InvalidInput, MaintenanceActive, StoreUnavailable
 from .guard import MaintenanceGuard
 from .modes import Operation
 from .settings import GuardSettings
 from .store import RedisStore
+
+if TYPE_CHECKING:
+    from .flask_stream import StatusBroadcaster
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -56,8 +59,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 def maintenance_operation(operation: str | Operation) -> Callable[[F], F]:
-    """Declare the operation a view performs; it wins over endpoint patterns."""
+    """Declare the operation a view performs; it wins over endpoint patterns.
+
+    The name must be in the guard's catalog when a request arrives (else
+    `UnknownOperation` is raised then, never a silent "allowed").
+    """
     name = operation.value if isinstance(operation, Operation) else operation
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise InvalidInput(f"operation name {name!r} must be a lowercase identifier")
 
     def mark(view: F) -> F:
         view._maintenance_operation = name  # type: ignore[attr-defined]
@@ -96,7 +105,7 @@ class FlaskMaintenance:
 
     ``is_admin()`` and ``user_name()`` are called inside a request; they are the only way
     a request is treated as an admin's. Without ``guard`` one is built from the app's
-    ``MAINTENANCE_GUARD_*`` config keys in `init_app`.
+    ``MAINTENANCE_GUARD_*`` config keys in `init_app`. One instance serves one app.
     """
 
     def __init__(
@@ -112,7 +121,7 @@ class FlaskMaintenance:
         self._user_name = user_name or (lambda: None)
         self.config: dict[str, Any] = dict(DEFAULTS)
         self._jobs: _JobCount | None = None
-        self.broadcaster: Any = None
+        self._broadcaster: StatusBroadcaster | None = None
         if app is not None:
             self.init_app(app)
 
@@ -133,7 +142,7 @@ class FlaskMaintenance:
             store = RedisStore.from_url(resolve_url(settings.redis_url), settings.key_prefix)
             self.guard = MaintenanceGuard(store, settings)
         self._jobs = _JobCount(self.guard, float(self.config["JOBS_CACHE_SECONDS"]))
-        self.broadcaster = StatusBroadcaster(
+        self._broadcaster = StatusBroadcaster(
             self.guard,
             max_clients=int(self.config["SSE_MAX_CLIENTS"]),
         )
@@ -147,6 +156,13 @@ class FlaskMaintenance:
         if self.guard is None:
             raise RuntimeError("FlaskMaintenance.init_app(app) has not been called")
         return self.guard
+
+    @property
+    def broadcaster(self) -> StatusBroadcaster:
+        """The fan-out behind the status streams (raises RuntimeError before `init_app`)."""
+        if self._broadcaster is None:
+            raise RuntimeError("FlaskMaintenance.init_app(app) has not been called")
+        return self._broadcaster
 
     # ------------------------------------------------------------------ identity
 

@@ -65,12 +65,17 @@
       .catch(function () {});
   }
 
+  var polling = null;
+
+  function startPolling() {
+    if (polling) { return; }
+    setText("live", "Refreshing every 5 seconds.");
+    body.setAttribute("data-mg-stream", "polling");
+    polling = setInterval(poll, 5000);
+  }
+
   function connect() {
-    if (!window.EventSource) {
-      setText("live", "Refreshing every 5 seconds.");
-      setInterval(poll, 5000);
-      return;
-    }
+    if (!window.EventSource) { startPolling(); return; }
     var source = new EventSource(streamUrl);
     source.addEventListener("status", function (event) {
       try { render(JSON.parse(event.data)); } catch (e) { /* ignore a bad event */ }
@@ -80,6 +85,11 @@
       body.setAttribute("data-mg-stream", "open");
     };
     source.onerror = function () {
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused (e.g. 429: too many streams): EventSource gives up, so poll instead.
+        startPolling();
+        return;
+      }
       setText("live", "Reconnecting\u2026");
       body.setAttribute("data-mg-stream", "reconnecting");
     };

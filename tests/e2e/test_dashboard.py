@@ -150,3 +150,20 @@ def test_emergency_from_the_dashboard_reaches_the_status_page_and_bad_input_is_s
     )
     assert watcher.locator("[data-mg='reason']").inner_text() == "credential leak"
     assert watcher.evaluate("window.__noReload") == "still here"
+
+
+def test_status_page_falls_back_to_polling_when_streams_are_refused(
+    browser: Any, make_guard: Callable[..., MaintenanceGuard]
+) -> None:
+    guard = make_guard_for_app(make_guard)
+    with LiveServer(build_app(guard, SSE_MAX_CLIENTS=0)) as live:
+        page = browser.new_context().new_page()
+        page.goto(f"{live.url}/maintenance")
+        page.wait_for_selector("body[data-mg-stream='polling']")
+        page.evaluate("window.__noReload = 'still here'")
+        make_guard().enable("normal", reason="polled")
+        page.wait_for_function(
+            "document.querySelector(\"[data-mg='reason']\").textContent === 'polled'",
+            timeout=15_000,
+        )
+        assert page.evaluate("window.__noReload") == "still here"

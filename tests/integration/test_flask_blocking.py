@@ -11,8 +11,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from maintenance_guard import MaintenanceGuard
-from maintenance_guard.flask import BYPASS_COOKIE, get_extension
+from maintenance_guard import InvalidInput, MaintenanceGuard, UnknownOperation
+from maintenance_guard.flask import (
+    BYPASS_COOKIE,
+    FlaskMaintenance,
+    get_extension,
+    maintenance_operation,
+)
 from tests.e2e.flask_support import build_app, make_guard_for_app
 from tests.helpers import wait_for
 
@@ -242,3 +247,54 @@ def test_forged_expired_and_rotated_bypass_cookies_are_ignored(
     assert client.get("/api/items").status_code == 200
     ext.config["BYPASS_SECRET"] = "a-new-secret-0123456789"
     assert client.get("/api/items").status_code == 503
+
+
+# ----------------------------------------------------------------- configuration
+
+
+def test_guard_is_built_from_the_app_config_when_none_is_passed(
+    redis_url: str, key_prefix: str, make_guard: Callable[..., MaintenanceGuard]
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        MAINTENANCE_GUARD_REDIS_URL=redis_url,
+        MAINTENANCE_GUARD_KEY_PREFIX=key_prefix,
+        MAINTENANCE_GUARD_POLL_INTERVAL=0.2,
+        MAINTENANCE_GUARD_ENDPOINT_OPERATIONS={"sync_*": "platform_operations"},
+    )
+    ext = FlaskMaintenance(app)
+
+    @app.post("/sync")
+    def sync_platform() -> str:
+        return "ok"
+
+    try:
+        assert ext.active_guard.settings.key_prefix == key_prefix
+        make_guard().enable("normal", reason="configured")
+        client = app.test_client()
+        wait_for(lambda: client.post("/sync").status_code == 503, timeout=5)
+        refused = client.post("/sync", headers={"Accept": "application/json"})
+        assert refused.get_json()["operation"] == "platform_operations"
+    finally:
+        ext.active_guard.stop(timeout=2)
+
+
+def test_maintenance_operation_refuses_a_malformed_name() -> None:
+    with pytest.raises(InvalidInput):
+        maintenance_operation("Not An Operation")
+
+
+def test_a_view_declaring_an_unknown_operation_fails_loudly_not_silently_open(
+    guard: MaintenanceGuard,
+) -> None:
+    app = build_app(guard)
+    app.testing = True
+
+    @app.post("/mystery")
+    @maintenance_operation("teleportation")
+    def mystery() -> str:
+        return "ok"
+
+    guard.enable("normal", reason="r")
+    with pytest.raises(UnknownOperation):
+        app.test_client().post("/mystery")
