@@ -66,15 +66,23 @@ def counter_field(surface: str, operation: str | None, kind: str = "blocked") ->
     return f"{kind}:{surface}:{operation or '-'}"
 
 
+_Pending = tuple[str, "str | None", "str | None", "str | None", float, bool, bool]
+
+
 class AttemptRecorder:
-    """Buffers counts and test-mode records until the next flush. Thread-safe."""
+    """Buffers counts and test-mode records until the next flush. Thread-safe.
+
+    The hot path appends one tuple under a lock; counters and `AttemptRecord` objects
+    are built in `take`, on the flushing thread.
+    """
 
     MAX_BUFFERED_RECORDS = 50_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._records: list[AttemptRecord] = []
+        self._pending: list[_Pending] = []
+        self._returned: list[AttemptRecord] = []
         self.dropped_records = 0
 
     def count(self, surface: str, operation: str | None, kind: str = "blocked") -> None:
@@ -93,42 +101,55 @@ class AttemptRecorder:
         would_block_normal: bool,
         would_block_emergency: bool,
     ) -> None:
-        """Buffer a test-mode record and count it (per mode that would have refused it)."""
-        rec = AttemptRecord(
-            surface, operation, target, user, time.time(), would_block_normal, would_block_emergency
+        """Buffer a test-mode record; it is counted (per mode that would refuse it) at `take`."""
+        item = (
+            surface,
+            operation,
+            target,
+            user,
+            time.time(),
+            would_block_normal,
+            would_block_emergency,
         )
-        suffix = f":{surface}:{operation or '-'}"
         with self._lock:
-            counts = self._counts  # read under the lock: take() swaps it
-            counts["would_block" + suffix] += 1
-            if would_block_normal:
-                counts["would_block_normal" + suffix] += 1
-            if would_block_emergency:
-                counts["would_block_emergency" + suffix] += 1
-            if len(self._records) < self.MAX_BUFFERED_RECORDS:
-                self._records.append(rec)
-            else:
-                self.dropped_records += 1
-                counts[DROPPED_FIELD] += 1
+            if len(self._pending) + len(self._returned) < self.MAX_BUFFERED_RECORDS:
+                self._pending.append(item)
+                return
+            self.dropped_records += 1
+            _count_record(self._counts, item)
+            self._counts[DROPPED_FIELD] += 1
 
     def take(self) -> tuple[dict[str, int], list[AttemptRecord]]:
-        """Remove and return everything buffered."""
+        """Remove and return everything buffered: counters and records."""
         with self._lock:
-            counts, records = dict(self._counts), self._records
+            counts, pending, returned = self._counts, self._pending, self._returned
             self._counts = Counter()
-            self._records = []
-        return counts, records
+            self._pending = []
+            self._returned = []
+        records = returned + [AttemptRecord(*item) for item in pending]
+        for item in pending:
+            _count_record(counts, item)
+        return dict(counts), records
 
     def put_back(self, counts: dict[str, int], records: list[AttemptRecord]) -> None:
-        """Return a batch that could not be flushed, so it is tried again."""
+        """Return a batch that could not be flushed, so it is tried again (already counted)."""
         with self._lock:
             self._counts.update(counts)
-            room = self.MAX_BUFFERED_RECORDS - len(self._records)
-            self._records[:0] = records[:room]
-            lost = max(0, len(records) - room)
+            room = self.MAX_BUFFERED_RECORDS - len(self._pending) - len(self._returned)
+            self._returned[:0] = records[: max(0, room)]
+            lost = max(0, len(records) - max(0, room))
             self.dropped_records += lost
             if lost:
                 self._counts[DROPPED_FIELD] += lost
+
+
+def _count_record(counts: Counter[str], item: _Pending) -> None:
+    suffix = f":{item[0]}:{item[1] or '-'}"
+    counts["would_block" + suffix] += 1
+    if item[5]:
+        counts["would_block_normal" + suffix] += 1
+    if item[6]:
+        counts["would_block_emergency" + suffix] += 1
 
 
 def summarise_counts(raw: dict[str, int]) -> dict[str, Any]:

@@ -264,9 +264,11 @@ def test_cli_report_json_text_and_reset_test_clear_only_test_data(
     bad = run_cli(cli_env, "report", "--mode-test", "--grace", "-5")
     assert bad.returncode == 2 and "grace" in bad.stderr
 
+    # Without --mode-test, `report` is the emergency report (none has happened here).
     no_emergency = run_cli(cli_env, "report")
-    assert no_emergency.returncode == 0
-    assert "emergency report" in no_emergency.stdout.lower()
+    assert no_emergency.returncode == 0, no_emergency.stderr
+    assert "emergency" in no_emergency.stdout.lower()
+    assert "Test-mode validation report" not in no_emergency.stdout
 
     status_json = json.loads(run_cli(cli_env, "status", "--json").stdout)
     assert status_json["attempt_counts"]["blocked"] == {"image_processing": {"http": 1}}
