@@ -323,6 +323,9 @@ StartWorker = Callable[..., WorkerProcess]
 def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[StartWorker]:
     """Factory: start a prefork worker (concurrency 2) on ``queue``; all stopped afterwards.
 
+    ``app_module`` is the ``celery -A`` argument (default: this module's test app, built
+    from the ``MG_WORKER_*`` environment); ``extra_env`` adds environment variables.
+
     Waits until the worker has registered itself (its ``worker_ready`` hook ran).
     """
     started: list[WorkerProcess] = []
@@ -333,6 +336,8 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
         *,
         name: str | None = None,
         concurrency: int = 2,
+        app_module: str = "tests.integration.celery_support",
+        extra_env: dict[str, str] | None = None,
         **guard_conf: Any,
     ) -> WorkerProcess:
         hostname = f"{name or queue}@{socket.gethostname()}"
@@ -345,6 +350,7 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
             MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
+        env.update(extra_env or {})
         log_path = tmp_path / f"worker-{len(started)}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -353,7 +359,7 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
                     "-m",
                     "celery",
                     "-A",
-                    "tests.integration.celery_support",
+                    app_module,
                     "worker",
                     "-P",
                     "prefork",
