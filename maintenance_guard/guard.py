@@ -95,6 +95,9 @@ class MaintenanceGuard:
         # Shown in the process presence record; adapters set "worker", "web", ...
         self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or _default_role()
         self._listeners: list[ChangeListener] = []
+        # Set by `install` (Celery) and `emergency.configure_sessions`; used by `emergency`.
+        self.celery_app: Any = None
+        self.session_invalidator: Any = None
         self.store_errors = 0
         self._last_error_log = 0.0
         self._reset_process_state()
@@ -144,17 +147,17 @@ class MaintenanceGuard:
         surface: str = "python",
         target: str | None = None,
         user: str | None = None,
+        normal_exempt: bool = False,
     ) -> None:
         """Raise `MaintenanceActive` if the attempt is refused; record it in test mode.
 
-        normal_exempt: bool = False,
         ``operation=None`` means unclassified (only emergency refuses it). Memory only.
-        """
-        name: str | None = None
-        if operation is not None:
         ``normal_exempt``: the caller lets this attempt through in normal mode (running
         work, a message published before maintenance); test mode records it as not
         refused by normal. Callers still skip the call themselves in normal mode.
+        """
+        name: str | None = None
+        if operation is not None:
             name = operation.value if isinstance(operation, Operation) else operation
             if name not in self.catalog:
                 self.catalog.require(name)
@@ -313,18 +316,59 @@ class MaintenanceGuard:
         note = clean_text_optional(reason)
         now = self._clock()
         new = replace(INACTIVE, changed_at=now)
-        status = self._write(
-            new,
-            lambda old: event_fields(
+        previous: list[MaintenanceMode | None] = []
+
+        def disabled_event(old: MaintenanceStatus | None) -> dict[str, str]:
+            previous.append(old.mode if old else None)
+            return event_fields(
                 "disabled",
                 actor=actor,
                 reason=note,
                 at=now,
                 previous_mode=old.mode.value if old and old.mode else "",
-            ),
-            skip_if=lambda old: old is None or not old.is_active,
+            )
+
+        status = self._write(
+            new, disabled_event, skip_if=lambda old: old is None or not old.is_active
         )
+        if previous and previous[-1] is MaintenanceMode.EMERGENCY:
+            from .emergency import after_disable
+
+            # Workers consume again, terminated jobs left no in-flight records; warns if not.
+            after_disable(self, actor)
         return status
+
+    def emergency(
+        self,
+        reason: str,
+        grace_period: int | str = 30,
+        kill_after: int | str = 10,
+        by: str | None = None,
+        *,
+        celery_app: Any = None,
+        sessions: Any = None,
+        wait: bool = True,
+        progress: Callable[[str, float, float, int], None] | None = None,
+    ) -> Any:
+        """Emergency maintenance: refuse everything now, pause the workers, let running
+        jobs finish within ``grace_period`` seconds, then terminate and record the rest.
+
+        Returns an `EmergencyReport`; see `maintenance_guard.emergency.run_emergency`
+        (blocking unless ``wait=False``). Raises `InvalidInput` before changing anything.
+        """
+        from .emergency import run_emergency
+
+        return run_emergency(
+            self,
+            reason,
+            grace_period,
+            kill_after,
+            by,
+            celery_app=celery_app,
+            sessions=sessions,
+            wait=wait,
+            progress=progress,
+        )
 
     def attempt_counts(self) -> dict[str, Any]:
         """Fleet-wide attempt counters, nested {kind: {operation: {surface: n}}}.
