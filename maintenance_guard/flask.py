@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import json
 import logging
 import threading
 import time
@@ -122,6 +123,7 @@ class FlaskMaintenance:
         self.config: dict[str, Any] = dict(DEFAULTS)
         self._jobs: _JobCount | None = None
         self._broadcaster: StatusBroadcaster | None = None
+        self._status_cache: dict[bool, tuple[tuple[int, int, int, bool, int], bytes]] = {}
         if app is not None:
             self.init_app(app)
 
@@ -186,6 +188,20 @@ class FlaskMaintenance:
     def active_jobs_count(self) -> int:
         """In-flight jobs, cached for ``MAINTENANCE_GUARD_JOBS_CACHE_SECONDS``."""
         return self._jobs.get() if self._jobs is not None else 0
+
+    def status_json(self, *, admin: bool) -> bytes:
+        """`status_dict` encoded, reused within the same second while nothing changes."""
+        status = self.active_guard.current()
+        jobs = self.active_jobs_count() if status.is_active else 0
+        key = (id(status), status.version, jobs, admin, int(time.time()))
+        cached = self._status_cache.get(admin)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if status.is_active:
+            status = status.with_jobs(jobs)
+        body = json.dumps(status.to_dict(include_admin=admin), separators=(",", ":")).encode()
+        self._status_cache[admin] = (key, body)
+        return body
 
     def status_dict(self, *, admin: bool) -> dict[str, Any]:
         """The contract status JSON from memory; admin fields only for admins."""

@@ -162,9 +162,11 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
 
     @bp.get(f"{API}/status")
     def api_status() -> Response:
-        response = jsonify(ext.status_dict(admin=ext.request_is_admin()))
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return Response(
+            ext.status_json(admin=ext.request_is_admin()),
+            mimetype="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
 
     @bp.get(f"{API}/blocked-operations")
     def api_blocked_operations() -> Response:

@@ -283,3 +283,13 @@ def test_openapi_document_lists_exactly_the_api_routes(app: Flask, client: Flask
             path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             served |= {(path, m) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
     assert served == documented
+
+
+def test_status_reflects_a_change_at_once_despite_its_answer_cache(
+    client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    assert client.get("/api/maintenance/status").get_json()["is_active"] is False
+    guard.enable("normal", reason="now")
+    assert client.get("/api/maintenance/status").get_json()["reason"] == "now"
+    guard.disable()
+    assert client.get("/api/maintenance/status").get_json()["is_active"] is False
