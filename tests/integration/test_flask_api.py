@@ -72,6 +72,10 @@ def test_status_when_active_shows_reason_end_and_blocked_but_no_admin_name_to_us
     assert body["estimated_completion"].endswith("Z")
     assert "caption_generation" in body["blocked_operations"]
     assert "enabled_by" not in body and "alice" not in str(body)
+    page = client.get("/maintenance").get_data(as_text=True)
+    assert "DB upgrade" in page and "alice" not in page
+    refused = client.post("/api/jobs").get_data(as_text=True)
+    assert "alice" not in refused
 
 
 def test_admin_status_includes_who_enabled_it(
