@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 SURFACES = ("publish", "worker", "http", "login", "python")
@@ -39,12 +39,19 @@ class AttemptRecord:
     would_block_emergency: bool
 
     def to_fields(self) -> dict[str, str]:
-        """Flat string fields for a Redis stream entry."""
-        out: dict[str, str] = {}
-        for key, value in asdict(self).items():
-            if value is None:
-                continue
-            out[key] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        """Flat string fields (None fields left out); `from_fields` reads them back."""
+        out = {
+            "surface": self.surface,
+            "at": repr(self.at),
+            "would_block_normal": "1" if self.would_block_normal else "0",
+            "would_block_emergency": "1" if self.would_block_emergency else "0",
+        }
+        if self.operation is not None:
+            out["operation"] = self.operation
+        if self.target is not None:
+            out["target"] = self.target
+        if self.user is not None:
+            out["user"] = self.user
         return out
 
     @classmethod

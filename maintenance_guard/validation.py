@@ -679,7 +679,10 @@ def build_test_report(
 
 
 def reset_test_data(guard: MaintenanceGuard, by: str) -> int:
-    """Delete the test-mode records and counters; logs an audit event. Returns records deleted."""
+    """Delete the test-mode records and counters; logs an audit event.
+
+    Returns how many recorded attempts were deleted.
+    """
     from .inputs import clean_actor
     from .store import event_fields
 

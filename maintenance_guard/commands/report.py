@@ -75,8 +75,10 @@ def report(
 
 
 def _emergency_report(guard: Any, as_json: bool) -> None:
+    import importlib
+
     try:
-        from .. import emergency  # type: ignore[attr-defined, unused-ignore]
+        emergency: Any = importlib.import_module("maintenance_guard.emergency")
     except ImportError:
         emergency = None
     build = getattr(emergency, "build_report", None)
@@ -104,4 +106,4 @@ def reset_test(ctx: click.Context, by: str) -> None:
     """Delete the test-mode records and would-be-blocked counters (audited)."""
     guard = get_guard(ctx)
     deleted = reset_test_data(guard, by)
-    click.echo(f"Test data cleared ({deleted} records deleted).")
+    click.echo(f"Test data cleared ({deleted} recorded attempts deleted).")

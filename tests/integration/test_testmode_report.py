@@ -279,7 +279,7 @@ def test_cli_report_json_text_and_reset_test_clear_only_test_data(
 
     reset = run_cli(cli_env, "reset-test", "--by", "carol")
     assert reset.returncode == 0, reset.stderr
-    assert "4 records" in reset.stdout
+    assert "4 recorded attempts" in reset.stdout
     counts = guard.attempt_counts()
     assert "would_block" not in counts and "would_block_normal" not in counts
     assert counts["blocked"] == {"image_processing": {"http": 1}}  # real refusals stay
