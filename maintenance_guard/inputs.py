@@ -12,6 +12,7 @@ MAX_ACTOR_LENGTH = 100
 MAX_DURATION_SECONDS = 7 * 24 * 3600
 MAX_GRACE_SECONDS = 3600
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])", re.IGNORECASE)
 _DURATION_FULL = re.compile(r"^\s*(\d+\s*[dhms]\s*)+$", re.IGNORECASE)
@@ -27,6 +28,9 @@ def clean_text(value: object, *, what: str, max_length: int, required: bool = Tr
     if len(value) > max_length * 4:
         # Refuse huge input before doing any work on it.
         raise InvalidInput(f"{what} is {len(value)} characters long; at most {max_length}")
+    if _SURROGATE.search(value):
+        # Unpaired surrogates (e.g. "\ud800" in JSON) cannot be stored as UTF-8.
+        raise InvalidInput(f"{what} contains an invalid character (an unpaired surrogate)")
     text = _CONTROL.sub(" ", value).strip()
     text = re.sub(r" {2,}", " ", text)
     if required and not text:

@@ -8,6 +8,7 @@ stored state and the audit log exactly as they were.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,6 +40,12 @@ HYPOTHESIS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
+# Any character, with unpaired surrogates (which cannot be encoded as UTF-8) made common.
+WILD_CHARS = st.one_of(
+    st.characters(),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, blacklist_categories=()),
+)
+
 modes = st.one_of(
     st.sampled_from(["normal", "emergency", "test", "NORMAL", " test "]),
     st.sampled_from(list(MaintenanceMode)),
@@ -49,7 +56,8 @@ modes = st.one_of(
 reasons = st.one_of(
     st.text(max_size=600),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=490, max_size=520),
-    st.sampled_from(["<script>alert(1)</script>", "\x00\x1b[31m", " ", "ok\u2028x"]),
+    st.sampled_from(["<script>alert(1)</script>", "\x00\x1b[31m", " ", "ok\u2028x", "a\ud800b"]),
+    st.text(alphabet=WILD_CHARS, max_size=20),  # surrogates too
     st.none(),
     st.integers(),
     st.binary(max_size=10),
@@ -70,19 +78,31 @@ operations = st.one_of(
     st.lists(st.text(max_size=10), max_size=3),
     st.text(max_size=10),
 )
-actors = st.one_of(st.none(), st.text(max_size=120), st.integers())
+actors = st.one_of(
+    st.none(),
+    st.text(max_size=120),
+    st.integers(),
+    st.text(alphabet=WILD_CHARS, max_size=10),
+)
 
 # Mostly-valid calls, so accepted calls are exercised as much as refused ones.
 valid_calls = st.fixed_dictionaries(
     {
         "mode": st.sampled_from(["normal", "emergency", "test", MaintenanceMode.NORMAL]),
-        "reason": st.text(min_size=1, max_size=450).filter(lambda r: r.strip()),
+        "reason": st.one_of(
+            st.text(min_size=1, max_size=450),
+            st.text(alphabet=WILD_CHARS, min_size=1, max_size=40),
+        ).filter(lambda r: r.strip()),
         "duration": st.one_of(
             st.none(),
             st.integers(min_value=1, max_value=MAX_DURATION_SECONDS),
             st.sampled_from(["90s", "30m", "1h30m", "2d"]),
         ),
-        "by": st.one_of(st.none(), st.text(max_size=80)),
+        "by": st.one_of(
+            st.none(),
+            st.text(max_size=80),
+            st.text(alphabet=WILD_CHARS, max_size=10),
+        ),
         "auto_end": st.just(False),
         "ops": st.one_of(st.none(), st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=3)),
     }
@@ -226,6 +246,8 @@ def test_arbitrary_cli_arguments_exit_0_or_2_without_traceback_and_refusals_chan
         ["enable", "--reason", "ok", "--mode", "emergency", "--operation", "job_creation"],
         ["enable", "--reason", "ok", "--auto-end"],
         ["enable", "--reason", "\x01\x02"],
+        ["enable", "--reason", os.fsdecode(b"bad \xff byte")],  # not UTF-8 on the command line
+        ["enable", "--reason", "ok", "--by", os.fsdecode(b"\xfe")],
         ["events", "--limit", "0"],
         ["status", "--bogus"],
     ],
