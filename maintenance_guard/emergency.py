@@ -84,6 +84,8 @@ class CeleryFleet:
     def __init__(self, app: Any, timeout: float = REPLY_TIMEOUT) -> None:
         self.app = app
         self.timeout = timeout
+        # Workers that answered the last command: a silent one's jobs count as running.
+        self.last_replied: set[str] = set()
 
     def _gather(self, replies: list[dict[str, Any]] | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -92,7 +94,7 @@ class CeleryFleet:
         return out
 
     def _call(self, command: str, workers: list[str] | None, **arguments: Any) -> dict[str, Any]:
-        return self._gather(
+        replies = self._gather(
             self.app.control.broadcast(
                 command,
                 arguments=arguments,
@@ -102,6 +104,8 @@ class CeleryFleet:
                 limit=len(workers) if workers else None,
             )
         )
+        self.last_replied = set(replies)
+        return replies
 
     def workers(self) -> list[str]:
         """Hostnames of the workers that answer a ping."""
@@ -327,6 +331,8 @@ def _grace_and_revoke(
             break
         time.sleep(min(0.2, max(0.0, deadline - now)))
         current = fleet.active(workers)
+        silent = set(workers) - fleet.last_replied
+        current.update({i: j for i, j in left.items() if j.get("worker") in silent})
         seen.update(current)
         left = current
     report.grace_ended_at = time.time()
@@ -357,7 +363,10 @@ def _grace_and_revoke(
     )
 
     gone_at: dict[str, float] = {}
-    still = _wait_gone(fleet, workers, ids, report.kill_after, gone_at, progress, "terminating")
+    owners = {i: left[i].get("worker", "") for i in ids}
+    still = _wait_gone(
+        fleet, workers, ids, owners, report.kill_after, gone_at, progress, "terminating"
+    )
     if still:
         report.phase = "killing"
         killed = fleet.kill(workers, sorted(still))
@@ -373,7 +382,7 @@ def _grace_and_revoke(
         for job_id in killed:
             pending[job_id] = _replace(pending[job_id], signal="SIGKILL")
         still = _wait_gone(
-            fleet, workers, sorted(still), AFTER_KILL_WAIT, gone_at, progress, "killing"
+            fleet, workers, sorted(still), owners, AFTER_KILL_WAIT, gone_at, progress, "killing"
         )
     report.all_gone_at = max(gone_at.values()) if gone_at and not still else None
     final: list[TerminatedJob] = []
@@ -400,6 +409,7 @@ def _wait_gone(
     fleet: CeleryFleet,
     workers: list[str],
     ids: list[str],
+    owners: Mapping[str, str],
     timeout: float,
     gone_at: dict[str, float],
     progress: EmergencyProgress | None,
@@ -409,13 +419,14 @@ def _wait_gone(
     still = {i: 0 for i in ids}
     while True:
         running = fleet.running(workers, sorted(still))
+        silent = set(workers) - fleet.last_replied
         now = time.time()
         for job_id in list(still):
-            if job_id not in running:
+            if job_id not in running and owners.get(job_id) not in silent:
                 gone_at[job_id] = now
                 del still[job_id]
             else:
-                still[job_id] = running[job_id]
+                still[job_id] = running.get(job_id, still[job_id])
         elapsed = time.monotonic() - began
         if progress is not None:
             progress(phase, min(elapsed, timeout), timeout, len(still))

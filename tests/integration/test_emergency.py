@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -21,7 +22,7 @@ from maintenance_guard import InvalidInput, MaintenanceGuard, MaintenanceMode
 from maintenance_guard.emergency import EmergencyRecords, build_report, recover
 from maintenance_guard.sessions import SessionInvalidator
 from tests.helpers import wait_for
-from tests.integration.celery_support import Broker, new_queue, redis_broker, uninstall
+from tests.integration.celery_support import Broker, broker, new_queue, redis_broker, uninstall
 from tests.integration.emergency_support import (
     SHORT,
     SLEEPY,
@@ -35,7 +36,7 @@ from tests.integration.emergency_support import (
     started,
 )
 
-__all__ = ["redis_broker", "start_emergency_worker"]  # fixtures used by name
+__all__ = ["broker", "redis_broker", "start_emergency_worker"]  # fixtures used by name
 
 
 @pytest.fixture
@@ -43,15 +44,23 @@ def queue(redis_broker: Broker) -> str:
     return new_queue(redis_broker)
 
 
+@contextmanager
+def producer_app(broker: Broker, redis_url: str, key_prefix: str, queue: str) -> Iterator[Celery]:
+    """The producer-side app of a test (same queue and control exchange as the worker)."""
+    made = make_emergency_app(
+        broker=broker.url, redis_url=redis_url, prefix=key_prefix, queue=queue
+    )
+    try:
+        yield made
+    finally:
+        uninstall(made)
+        made.close()
+
+
 @pytest.fixture
 def app(redis_broker: Broker, redis_url: str, key_prefix: str, queue: str) -> Iterator[Celery]:
-    """The producer-side app of this test (same queue and control exchange as the worker)."""
-    made = make_emergency_app(
-        broker=redis_broker.url, redis_url=redis_url, prefix=key_prefix, queue=queue
-    )
-    yield made
-    uninstall(made)
-    made.close()
+    with producer_app(redis_broker, redis_url, key_prefix, queue) as made:
+        yield made
 
 
 def send(app: Celery, name: str, token: str, **kwargs: Any) -> str:
@@ -68,8 +77,24 @@ def write_sessions(client: redis.Redis, prefix: str) -> None:
 
 
 def test_emergency_lets_short_jobs_finish_terminates_long_ones_and_keeps_queue(
-    app: Celery,
     guard: MaintenanceGuard,
+    broker: Broker,
+    key_prefix: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    start_emergency_worker: Any,
+) -> None:
+    """On Redis and on RabbitMQ."""
+    queue = new_queue(broker)
+    with producer_app(broker, redis_url, key_prefix, queue) as app:
+        run_full_emergency(
+            guard, app, broker, queue, key_prefix, redis_url, redis_client, start_emergency_worker
+        )
+
+
+def run_full_emergency(
+    guard: MaintenanceGuard,
+    app: Celery,
     redis_broker: Broker,
     queue: str,
     key_prefix: str,
@@ -123,11 +148,20 @@ def test_emergency_lets_short_jobs_finish_terminates_long_ones_and_keeps_queue(
     records = {j.id: j for j in EmergencyRecords(guard.store).terminated()}
     long_rec = records[long_id]
     assert (long_rec.name, long_rec.operation, long_rec.recoverable) == (
-        SLEEPY, "batch_operations", True,
+        SLEEPY,
+        "batch_operations",
+        True,
     )
-    assert long_rec.args == ["long"] and long_rec.kwargs == {"seconds": 120, "note": {"why": "report"}}
+    assert long_rec.args == ["long"] and long_rec.kwargs == {
+        "seconds": 120,
+        "note": {"why": "report"},
+    }
     assert long_rec.worker == worker.hostname and long_rec.pid > 0
-    assert long_rec.started_at and long_rec.terminated_at and long_rec.terminated_at > long_rec.started_at
+    assert (
+        long_rec.started_at
+        and long_rec.terminated_at
+        and long_rec.terminated_at > long_rec.started_at
+    )
     assert records[other_id].recoverable is False
 
     # The terminated messages do not come back while the emergency lasts.
@@ -138,7 +172,9 @@ def test_emergency_lets_short_jobs_finish_terminates_long_ones_and_keeps_queue(
     guard.disable(by="ops")
 
     # The worker consumes again: the queued jobs run, the terminated ones do not.
-    wait_for(lambda: {f"queued{i}" for i in range(4)} <= set(finished(redis_client, key_prefix)), 30)
+    wait_for(
+        lambda: {f"queued{i}" for i in range(4)} <= set(finished(redis_client, key_prefix)), 30
+    )
     assert redis_broker.queue_length(queue) == 0
     checks = EmergencyRecords(guard.store).checks()
     assert checks is not None and checks["ok"], checks
@@ -173,9 +209,16 @@ def test_emergency_lets_short_jobs_finish_terminates_long_ones_and_keeps_queue(
     assert overview["recovery"][long_id]["state"] == "recovered"
     assert overview["deactivated"]["by"] == "ops"
     types = [e["type"] for e in overview["timeline"]]
-    for expected in ("emergency_activated", "sessions_invalidated", "consumers_cancelled",
-                     "jobs_revoked", "emergency_completed", "disabled", "emergency_checks",
-                     "jobs_recovered"):
+    for expected in (
+        "emergency_activated",
+        "sessions_invalidated",
+        "consumers_cancelled",
+        "jobs_revoked",
+        "emergency_completed",
+        "disabled",
+        "emergency_checks",
+        "jobs_recovered",
+    ):
         assert expected in types, types
 
 
@@ -292,9 +335,25 @@ def test_cli_emergency_then_two_concurrent_cli_recovers_re_enqueue_exactly_once(
     app_arg = ["--app", "tests.integration.emergency_support:app"]
 
     done = subprocess.run(
-        cli + ["emergency", "--reason", "leak", "--grace", "1", "--kill-after", "2",
-               "--by", "ops", "--no-sessions", "--json"] + app_arg,
-        env=env, capture_output=True, text=True, timeout=60,
+        cli
+        + [
+            "emergency",
+            "--reason",
+            "leak",
+            "--grace",
+            "1",
+            "--kill-after",
+            "2",
+            "--by",
+            "ops",
+            "--no-sessions",
+            "--json",
+        ]
+        + app_arg,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -307,8 +366,13 @@ def test_cli_emergency_then_two_concurrent_cli_recovers_re_enqueue_exactly_once(
     assert subprocess.run(cli + ["disable", "--by", "ops"], env=env, timeout=60).returncode == 0
 
     procs = [
-        subprocess.Popen(cli + ["recover", "--json"] + app_arg, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            cli + ["recover", "--json"] + app_arg,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
