@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, Response, current_app, jsonify, render_template, request, url_for
+from flask import Flask, Response, current_app, g, jsonify, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import InvalidInput, MaintenanceActive, StoreUnavailable
-from .guard import MaintenanceGuard
+from .guard import _ADMIN_SCOPE, MaintenanceGuard
 from .modes import Operation
 from .settings import GuardSettings
 from .store import RedisStore
@@ -150,6 +150,7 @@ class FlaskMaintenance:
         )
         app.extensions[EXTENSION_KEY] = self
         app.before_request(self.refuse_blocked_request)
+        app.teardown_request(self._leave_admin_scope)
         app.register_blueprint(make_blueprint(self, dashboard=bool(self.config["DASHBOARD"])))
 
     @property
@@ -258,6 +259,9 @@ class FlaskMaintenance:
         try:
             operation = self.classify(endpoint)
             admin = self.request_is_admin() or self.has_valid_bypass_cookie()
+            if admin:
+                # Tasks an admin submits from this view pass the Celery guard too.
+                g._mg_admin_scope = _ADMIN_SCOPE.set(True)
             guard.check(
                 operation,
                 is_admin=admin,
@@ -268,6 +272,12 @@ class FlaskMaintenance:
         except MaintenanceActive as refused:
             return self.blocked_response(refused)
         return None
+
+    @staticmethod
+    def _leave_admin_scope(_exc: BaseException | None = None) -> None:
+        token = g.pop("_mg_admin_scope", None)
+        if token is not None:
+            _ADMIN_SCOPE.reset(token)
 
     def wants_json(self) -> bool:
         """JSON for API paths and clients that prefer it; HTML otherwise."""

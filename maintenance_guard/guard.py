@@ -15,7 +15,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +40,9 @@ logger = logging.getLogger("maintenance_guard")
 
 Clock = Callable[[], float]
 ChangeListener = Callable[[MaintenanceStatus], None]
+
+# Set while the current request/task acts for an admin (see `MaintenanceGuard.admin_bypass`).
+_ADMIN_SCOPE: ContextVar[bool] = ContextVar("maintenance_guard_admin_scope", default=False)
 
 UNKNOWN_STATE_REASON = "maintenance state unknown: the state store cannot be reached"
 
@@ -133,7 +138,7 @@ class MaintenanceGuard:
         if not self._watching:
             self.start()
         snap = self._snapshot
-        if snap.status.mode is None or is_admin:
+        if snap.status.mode is None or is_admin or _ADMIN_SCOPE.get():
             return False
         if snap.end_at is not None and self._clock() >= snap.end_at:
             return False
@@ -165,7 +170,7 @@ class MaintenanceGuard:
             self.start()
         snap = self._snapshot
         mode = snap.status.mode
-        if mode is None or is_admin:
+        if mode is None or is_admin or _ADMIN_SCOPE.get():
             return
         if snap.end_at is not None and self._clock() >= snap.end_at:
             return
@@ -198,6 +203,25 @@ class MaintenanceGuard:
         except MaintenanceActive:
             return False
         return True
+
+    @staticmethod
+    @contextmanager
+    def admin_bypass() -> Iterator[None]:
+        """Within this block (this thread or asyncio task), every check passes as an admin's.
+
+        The Flask extension enters it for admin requests, so tasks an admin submits from a
+        view are not refused by the Celery guard either.
+        """
+        token = _ADMIN_SCOPE.set(True)
+        try:
+            yield
+        finally:
+            _ADMIN_SCOPE.reset(token)
+
+    @staticmethod
+    def acting_as_admin() -> bool:
+        """True inside `admin_bypass`."""
+        return _ADMIN_SCOPE.get()
 
     def refusal(
         self, operation: str | None, status: MaintenanceStatus | None = None

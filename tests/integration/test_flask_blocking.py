@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from maintenance_guard import InvalidInput, MaintenanceGuard, UnknownOperation
+from maintenance_guard import InvalidInput, MaintenanceActive, MaintenanceGuard, UnknownOperation
 from maintenance_guard.flask import (
     BYPASS_COOKIE,
     FlaskMaintenance,
@@ -298,3 +298,38 @@ def test_a_view_declaring_an_unknown_operation_fails_loudly_not_silently_open(
     guard.enable("normal", reason="r")
     with pytest.raises(UnknownOperation):
         app.test_client().post("/mystery")
+
+
+def test_admin_requests_carry_the_bypass_to_submissions_made_inside_the_view(
+    guard: MaintenanceGuard,
+) -> None:
+    app = build_app(guard)
+    outcomes: list[str] = []
+
+    @app.get("/api/submit-caption")
+    def submit_caption() -> str:
+        # what a Celery publish from a view does: the guard's check in the send path
+        try:
+            guard.check("caption_generation", surface="publish")
+        except MaintenanceActive:
+            outcomes.append("refused")
+            return "refused"
+        outcomes.append("sent")
+        return "sent"
+
+    guard.enable("normal", reason="DB upgrade")
+    client = app.test_client()
+    client.get("/login/admin")
+    assert client.get("/api/submit-caption").get_data(as_text=True) == "sent"
+    anonymous = app.test_client()
+    assert anonymous.get("/api/submit-caption").get_data(as_text=True) == "refused"
+    assert not MaintenanceGuard.acting_as_admin()  # the scope ended with the request
+    assert outcomes == ["sent", "refused"]
+
+
+def test_admin_bypass_scope_is_local_to_the_block(guard: MaintenanceGuard) -> None:
+    guard.enable("normal", reason="DB upgrade")
+    with guard.admin_bypass():
+        guard.check("job_creation")
+        assert not guard.is_blocked("job_creation")
+    assert guard.is_blocked("job_creation")
