@@ -377,6 +377,18 @@ class RedisStore:
                 out[member] = record
         return out
 
+    def prune_presence(self, older_than: float) -> int:
+        """Forget presence records last written before ``older_than`` (epoch seconds)."""
+        stale = [
+            member
+            for member, record in self.read_presence().items()
+            if not isinstance(record.get("seen_at"), (int, float)) or record["seen_at"] < older_than
+        ]
+        if stale:
+            with self._errors("prune presence"):
+                self.redis.hdel(self.key("processes"), *stale)
+        return len(stale)
+
     # --- test-mode data ---
 
     def read_test_records(self, start: float, batch: int = 10_000) -> Iterator[dict[str, str]]:

@@ -5,6 +5,9 @@ the attempts recorded in it per operation and surface, lists the in-flight jobs 
 which would outlive an emergency grace period, counts the sessions an emergency would
 invalidate, measures the cost of `guard.check` in this process, and gives a verdict on
 each step of the procedure (state propagated, workers registered, status API answered).
+
+The report reads only, except that it forgets process presence records older than a day
+(processes that ended without saying so, e.g. killed or recycled pool children).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 WORKER_ROLES = ("worker", "celery")  # "celery" is the default role of `celery worker`
 MAX_GRACE = 86_400
 MAX_LISTED = 50
+PRESENCE_FORGET_AFTER = 86_400  # presence records older than this are deleted by reports
 _ENDING_EVENTS = ("disabled", "auto_ended")
 
 
@@ -655,6 +659,7 @@ def build_test_report(
     except (ImportError, InvalidInput) as exc:
         sessions = {"key_prefix": session_prefix, "error": str(exc)}
     latency = measure_check_latency(guard, latency_calls) if latency_calls else None
+    store.prune_presence(now - PRESENCE_FORGET_AFTER)
     presence = store.read_presence()
     propagated, live = judge_propagation(presence, status.version, now)
     verdicts = [
@@ -689,6 +694,7 @@ def reset_test_data(guard: MaintenanceGuard, by: str) -> int:
     actor = clean_actor(by)
     store = _redis_store(guard)
     deleted = store.clear_test_data()
+    store.prune_presence(time.time() - PRESENCE_FORGET_AFTER)
     store.append_event(
         event_fields(
             "test_data_reset",

@@ -313,3 +313,18 @@ def test_test_mode_lets_logins_in_and_records_what_emergency_would_refuse(
     assert login == {"attempts": 1, "would_block_normal": 0, "would_block_emergency": 1}
     guard.enable("emergency", reason="now for real", by="alice")
     assert guard.login_allowed(user="erin") is False
+
+
+def test_report_forgets_presence_of_processes_gone_for_a_day(
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    guard = make_guard()
+    guard.enable("test", reason="presence", by="alice")
+    store = guard.store
+    store.record_presence("gone:1", {"pid": 1, "version": 0, "seen_at": time.time() - 90_000})  # type: ignore[attr-defined]
+    store.record_presence("recent:2", {"pid": 2, "version": 0, "seen_at": time.time() - 600})  # type: ignore[attr-defined]
+    report = build_test_report(guard, latency_calls=0)
+    presence = store.read_presence()  # type: ignore[attr-defined]
+    assert "gone:1" not in presence and "recent:2" in presence
+    # A process silent for 10 minutes is kept but is not live: it does not fail the verdict.
+    assert {v.name: v.result for v in report.verdicts}["state_propagated"] != FAIL
