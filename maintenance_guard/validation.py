@@ -13,7 +13,7 @@ The report reads only, except that it forgets process presence records older tha
 from __future__ import annotations
 
 import json
-import socket
+import re
 import statistics
 import time
 import urllib.error
@@ -210,9 +210,13 @@ def judge_propagation(
 def judge_workers(
     workers: Mapping[str, str] | None, live_processes: Sequence[Mapping[str, Any]]
 ) -> Verdict:
-    """Is every live worker process registered in the Celery adapter's workers hash?"""
+    """Are the Celery workers registered, and does each have a live guard process?
+
+    Fails when a registered worker's host has no live guard process (its state cannot be
+    confirmed), or a live worker process runs on a host with no registered worker.
+    """
     worker_procs = [p for p in live_processes if p.get("role") in WORKER_ROLES]
-    if workers is None or not workers:
+    if not workers:
         if worker_procs:
             return Verdict(
                 "workers_registered",
@@ -220,22 +224,25 @@ def judge_workers(
                 f"{len(worker_procs)} worker processes are live but no worker is registered",
             )
         return Verdict("workers_registered", UNKNOWN, "no worker registered and none seen")
-    registered_hosts = {_worker_host(name, value) for name, value in workers.items()}
-    missing = [
-        p["process"]
+    hosts = {name: _worker_host(name, value) for name, value in workers.items()}
+    live_hosts = {str(p["process"]).rsplit(":", 1)[0] for p in live_processes}
+    unseen = sorted(name for name, host in hosts.items() if host not in live_hosts)
+    unregistered = sorted(
+        str(p["process"])
         for p in worker_procs
-        if str(p["process"]).rsplit(":", 1)[0] not in registered_hosts
-    ]
-    if missing:
-        return Verdict(
-            "workers_registered",
-            FAIL,
-            "live worker processes on unregistered hosts: " + ", ".join(missing[:10]),
-        )
+        if str(p["process"]).rsplit(":", 1)[0] not in set(hosts.values())
+    )
+    problems = []
+    if unseen:
+        problems.append("registered workers with no live guard process: " + ", ".join(unseen[:10]))
+    if unregistered:
+        problems.append("worker processes on unregistered hosts: " + ", ".join(unregistered[:10]))
+    if problems:
+        return Verdict("workers_registered", FAIL, "; ".join(problems))
     return Verdict(
         "workers_registered",
         PASS,
-        f"{len(workers)} workers registered; {len(worker_procs)} worker processes seen",
+        f"{len(workers)} workers registered, each with a live guard process",
     )
 
 
@@ -331,7 +338,7 @@ def count_sessions(client: Any, prefix: str, limit: int = 1_000_000) -> dict[str
     if callable(counter):
         return cast(dict[str, Any], counter())
     total = admin = undecodable = 0
-    match = sessions._glob_escape(prefix) + "*"
+    match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # glob-escaped prefix
     try:
         cursor = 0
         while total < limit:
@@ -745,8 +752,8 @@ def _worker_host(name: str, value: str) -> str:
     host = info.get("host") or info.get("hostname")
     if isinstance(host, str) and host:
         return host
-    # Celery names workers "celery@host"; a presence member is "host:pid".
-    return name.split("@", 1)[-1] if "@" in name else socket.gethostname()
+    # Celery names workers "name@host"; a presence member is "host:pid".
+    return name.split("@", 1)[-1]
 
 
 def _parse_json(value: str | None) -> dict[str, Any]:

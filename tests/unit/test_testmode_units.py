@@ -141,12 +141,17 @@ def test_propagation_verdict_ignores_stale_processes() -> None:
     assert judge_propagation({}, 1, now=1.0)[0].result == UNKNOWN
 
 
-def test_worker_verdict_matches_worker_processes_to_registered_hosts() -> None:
-    live = [{"process": "box1:10", "role": "worker"}, {"process": "box1:11", "role": "web"}]
-    assert judge_workers({"celery@box1": "{}"}, live).result == PASS
-    assert judge_workers({"celery@box2": "{}"}, live).result == FAIL
+def test_worker_verdict_needs_each_registered_worker_live_and_each_worker_registered() -> None:
+    live = [{"process": "box1:10", "role": "celery"}, {"process": "box2:11", "role": "web"}]
+    assert judge_workers({"w1@box1": "{}"}, live).result == PASS
+    # A registered worker on a host with no live guard process: its state is unconfirmed.
+    unseen = judge_workers({"w1@box1": "{}", "w9@box9": "{}"}, live)
+    assert unseen.result == FAIL and "w9@box9" in unseen.detail
+    # A live worker process on a host where no worker is registered.
+    unregistered = judge_workers({"w2@box2": "{}"}, live)
+    assert unregistered.result == FAIL and "box1:10" in unregistered.detail
     assert judge_workers({}, live).result == FAIL
-    assert judge_workers(None, []).result == UNKNOWN
+    assert judge_workers(None, [{"process": "h:1", "role": "web"}]).result == UNKNOWN
 
 
 def test_inflight_job_outlives_grace_only_when_it_ran_longer() -> None:
