@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from celery import signals
+from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
 from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING, CeleryFleet
-from .emergency_records import EmergencyRecords, json_safe
+from .emergency_records import EmergencyRecords, QueueSpec, json_safe
 from .errors import StoreUnavailable
 from .guard import MaintenanceGuard
 from .modes import MaintenanceMode
@@ -134,6 +134,39 @@ def resume_consumers(app: Any, records: EmergencyRecords, hostname: str) -> list
     return resumed
 
 
+class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer step: a worker (re)starting during an emergency consumes nothing.
+
+    Runs after the task consumer is set up and before the event loop fetches a message.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        hooked = getattr(c.app, "_mg_emergency", None)
+        if hooked is None or c.task_consumer is None:
+            return
+        guard, records = hooked
+        guard.refresh()
+        if guard.current().mode is not MaintenanceMode.EMERGENCY:
+            return
+        queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in c.task_consumer.queues]
+        for queue in queues:
+            c.cancel_task_queue(queue.name)
+        try:
+            known = records.cancelled().get(c.hostname, [])
+            records.set_cancelled(c.hostname, known + [q for q in queues if q not in known])
+        except StoreUnavailable as exc:
+            logger.warning(
+                "cannot record paused consumers: %s", exc, extra={"mg_event": "store_error"}
+            )
+        logger.warning(
+            "started during an emergency: not consuming %s",
+            ", ".join(q.name for q in queues) or "anything",
+            extra={"mg_event": "consumers_cancelled", "mg_worker": c.hostname},
+        )
+
+
 def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     """Connect the emergency's worker side for ``app`` (before the worker starts; idempotent)."""
     if getattr(app, "_mg_emergency_hooks", False):
@@ -141,6 +174,8 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     app._mg_emergency_hooks = True
     guard.celery_app = app
     records = EmergencyRecords(guard.store)
+    app._mg_emergency = (guard, records)
+    app.steps["consumer"].add(EmergencyPauseStep)
     main_pid = os.getpid()
 
     def on_change(status: MaintenanceStatus, hostname: str) -> None:
@@ -164,10 +199,12 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
         try:
             refuse_terminated(records)
             guard.refresh()
-            if guard.current().mode is not MaintenanceMode.EMERGENCY:
-                if hostname in records.cancelled():
-                    # A restarted worker consumes its configured queues from the start.
-                    records.mark_resumed(hostname, [q.name for q in records.cancelled()[hostname]])
+            # During an emergency EmergencyPauseStep already stopped consumption.
+            if guard.current().mode is not MaintenanceMode.EMERGENCY and (
+                hostname in records.cancelled()
+            ):
+                # A restarted worker consumes its configured queues from the start.
+                records.mark_resumed(hostname, [q.name for q in records.cancelled()[hostname]])
         except StoreUnavailable as exc:
             logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
         guard.add_listener(lambda status: on_change(status, hostname))

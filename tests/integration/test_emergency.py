@@ -384,3 +384,69 @@ def test_cli_emergency_then_two_concurrent_cli_recovers_re_enqueue_exactly_once(
     text = subprocess.run(cli + ["report"], env=env, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
     assert "leak" in text.stdout and long_id in text.stdout and "recovered" in text.stdout
+
+
+def test_a_worker_started_during_an_emergency_consumes_nothing_until_it_ends(
+    guard: MaintenanceGuard,
+    broker: Broker,
+    redis_url: str,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    start_emergency_worker: Any,
+) -> None:
+    """On Redis and on RabbitMQ."""
+    chosen = broker
+    queue = new_queue(chosen)
+    with producer_app(chosen, redis_url, key_prefix, queue) as app:
+        for i in range(3):
+            send(app, SHORT, f"queued{i}", seconds=0.05)
+        wait_for(lambda: chosen.queue_length(queue) == 3, 10)
+        report = guard.emergency("leak", grace_period=0, kill_after=0, celery_app=app)
+        assert "no Celery worker answered" in " ".join(report.warnings)
+
+        worker = start_emergency_worker(chosen, queue, name=f"late-{queue}", concurrency=2)
+
+        records = EmergencyRecords(guard.store)
+        wait_for(lambda: worker.hostname in records.cancelled(), 30)
+        ping = app.control.ping(destination=[worker.hostname], timeout=2)
+        assert ping  # the worker is up and answering, yet consumes nothing
+        assert chosen.queue_length(queue) == 3
+        assert started(redis_client, key_prefix) == []
+
+        guard.disable(by="ops")
+        wait_for(lambda: len(finished(redis_client, key_prefix)) == 3, 30)
+        assert chosen.queue_length(queue) == 0
+        checks = records.checks()
+        assert checks is not None and checks["ok"], checks
+
+
+def test_deactivation_checks_warn_about_a_dead_worker_and_leftover_in_flight_records(
+    app: Celery,
+    guard: MaintenanceGuard,
+    redis_broker: Broker,
+    queue: str,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    start_emergency_worker: Any,
+) -> None:
+    from maintenance_guard.inflight import InflightJob, InflightRegistry
+
+    worker = start_emergency_worker(redis_broker, queue, name=f"em-{queue}", concurrency=2)
+    long_id = send(app, SLEEPY, "long", seconds=120)
+    wait_for(lambda: "long" in started(redis_client, key_prefix), 30)
+    report = guard.emergency("leak", grace_period=0, kill_after=2, celery_app=app)
+    assert [j.id for j in report.terminated] == [long_id]
+    worker.kill()  # a power loss: this worker will never consume again
+    registry = InflightRegistry(guard.store)
+    registry.start(InflightJob(long_id, SLEEPY, "batch_operations", worker.hostname, 1, 0.0))
+
+    guard.disable(by="ops")
+
+    checks = EmergencyRecords(guard.store).checks()
+    assert checks is not None and not checks["ok"]
+    text = " | ".join(checks["warnings"])
+    assert f"worker {worker.hostname} does not consume again" in text
+    assert f"in-flight records of terminated jobs remained (removed): {long_id}" in text
+    assert long_id not in {j.id for j in registry.jobs()}
+    warnings = [e for e in guard.events(limit=100) if e.type == "emergency_warning"]
+    assert len(warnings) >= 2
