@@ -2,6 +2,7 @@
 
 import logging
 
+from .emergency_records import EmergencyReport, TerminatedJob
 from .errors import (
     ConcurrentChange,
     InvalidInput,
@@ -12,6 +13,7 @@ from .errors import (
 )
 from .guard import MaintenanceGuard
 from .modes import MaintenanceMode, Operation, OperationCatalog, OperationInfo, OperationMap
+from .sessions import SessionInvalidator, admin_predicate
 from .settings import GuardSettings
 from .status import MaintenanceStatus
 from .store import AuditEvent, RedisStore, StateStore
@@ -23,6 +25,7 @@ logging.getLogger("maintenance_guard").addHandler(logging.NullHandler())
 __all__ = [
     "AuditEvent",
     "ConcurrentChange",
+    "EmergencyReport",
     "GuardSettings",
     "InvalidInput",
     "MaintenanceActive",
@@ -35,8 +38,11 @@ __all__ = [
     "OperationInfo",
     "OperationMap",
     "RedisStore",
+    "SessionInvalidator",
     "StateStore",
     "StoreUnavailable",
+    "TerminatedJob",
     "UnknownOperation",
     "__version__",
+    "admin_predicate",
 ]

@@ -24,7 +24,7 @@ import redis
 from celery import Celery
 
 from maintenance_guard.celery import GuardedTask
-from maintenance_guard.emergency_worker import cleanup_on_terminate, install_worker_hooks
+from maintenance_guard.emergency_worker import cleanup_on_terminate
 from tests.helpers import wait_for
 from tests.integration.celery_support import Broker, WorkerProcess, make_app
 
@@ -97,11 +97,8 @@ def make_emergency_app(*, broker: str, redis_url: str, prefix: str, queue: str) 
     def short(token: str, seconds: float = 0.2) -> str:
         return run(token, seconds)
 
-    from maintenance_guard.celery import installation_of
-
-    inst = installation_of(app)
-    assert inst is not None
-    install_worker_hooks(app, inst.guard)
+    # install() (called by make_app) connected the emergency worker hooks.
+    assert getattr(app, "_mg_emergency_hooks", False)
     return app
 
 

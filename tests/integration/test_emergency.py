@@ -450,3 +450,28 @@ def test_deactivation_checks_warn_about_a_dead_worker_and_leftover_in_flight_rec
     assert long_id not in {j.id for j in registry.jobs()}
     warnings = [e for e in guard.events(limit=100) if e.type == "emergency_warning"]
     assert len(warnings) >= 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--reason", ""],
+        ["--reason", "x", "--grace", "-1"],
+        ["--reason", "x", "--grace", "soon"],
+        ["--reason", "x", "--kill-after", "601"],
+        ["--reason", "x", "--app", "no_such_module_mg:app"],
+        ["--reason", "x", "--session-prefix", ""],
+    ],
+)
+def test_cli_emergency_refuses_bad_input_with_exit_2_and_changes_nothing(
+    guard: MaintenanceGuard, cli_env: dict[str, str], args: list[str]
+) -> None:
+    cli = [sys.executable, "-c", "from maintenance_guard.cli import main; main()"]
+    done = subprocess.run(
+        cli + ["emergency", *args], env=cli_env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith("Error:")
+    guard.refresh()
+    assert not guard.current().is_active
+    assert guard.events() == []
