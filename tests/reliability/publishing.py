@@ -82,5 +82,6 @@ def guarded_producer(guard: MaintenanceGuard) -> Iterator[tuple[Celery, str]]:
     try:
         yield app, queue
     finally:
-        app.pool.force_close_all()
+        # Not app.pool.force_close_all(): kombu keeps producer pools per broker URL for the
+        # whole process, and the next app on the same URL would get a closed pool.
         delete_queue(queue)
