@@ -5,8 +5,9 @@ Flask-Session keeps one Redis string per session: the key is ``key_prefix + sid`
 (0.7 and later, the default), JSON (``SESSION_SERIALIZATION_FORMAT = "json"``) or pickle
 (before 0.7). Sessions are scanned in batches (SCAN with COUNT), read with one pipelined
 GET per batch, and the non-admin ones deleted by a script that unlinks a key only if its
-value is still the one that was judged, so a session changed meanwhile is judged again,
-never deleted by mistake.
+value is still the one that was judged, so a session changed meanwhile is judged again
+(up to five times; a non-admin session still being rewritten after that is deleted anyway,
+so a busy client cannot outrun the emergency).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ logger = logging.getLogger("maintenance_guard")
 SessionPredicate = Callable[[Mapping[str, Any]], bool]
 
 DEFAULT_SESSION_PREFIX = "session:"
+# A session rewritten between our read and our delete is judged again, this many times
+# at most; the last time a non-admin one is deleted without the unchanged-value check.
+REJUDGE_ROUNDS = 5
 FORMATS = ("msgpack", "json", "pickle")
 
 # KEYS: session keys; ARGV: the values judged. Unlinks a key only if unchanged;
@@ -230,7 +234,7 @@ class SessionInvalidator:
     def _judge_batch(self, keys: list[bytes]) -> tuple[int, int, int, int]:
         scanned = invalidated = kept = undecodable = 0
         pending = keys
-        for _round in range(5):
+        for round_ in range(REJUDGE_ROUNDS):
             if not pending:
                 break
             pipe = self.client.pipeline(transaction=False)
@@ -241,7 +245,7 @@ class SessionInvalidator:
             for key, raw in zip(pending, values, strict=True):
                 if raw is None:
                     continue
-                if _round == 0:
+                if round_ == 0:
                     scanned += 1
                 verdict = self._is_admin(raw)
                 if verdict:
@@ -251,6 +255,14 @@ class SessionInvalidator:
                     undecodable += 1
                 doomed.append((key, raw))
             if not doomed:
+                break
+            if round_ == REJUDGE_ROUNDS - 1:
+                # Still rewritten after every judgement, and its latest value is not an
+                # admin's: delete it anyway, so a busy client cannot outrun the emergency.
+                pipe = self.client.pipeline(transaction=False)
+                for key, _raw in doomed:
+                    pipe.unlink(key)
+                invalidated += sum(int(n) for n in pipe.execute())
                 break
             outcome = self._unlink(keys=[k for k, _ in doomed], args=[v for _, v in doomed])
             pending = []
