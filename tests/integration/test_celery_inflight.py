@@ -34,16 +34,16 @@ start_worker = celery_support.start_worker
 
 @pytest.fixture
 def producer(
-    redis_broker: Broker, make_guard: Callable[..., MaintenanceGuard], key_prefix: str
+    redis_broker: Broker, guard: MaintenanceGuard, key_prefix: str
 ) -> Iterator[tuple[Celery, str]]:
-    """A guarded producer app on the Redis broker and a fresh queue."""
+    """A producer app guarded by the test's `guard`, on the Redis broker and a fresh queue."""
     queue = new_queue(redis_broker)
     app = make_app(
         broker=redis_broker.url,
         redis_url=redis_broker.redis_url,
         prefix=key_prefix,
         queue=queue,
-        guard=make_guard(),
+        guard=guard,
     )
     yield app, queue
     uninstall(app)
@@ -173,16 +173,17 @@ def test_defer_option_parks_submissions_and_replays_them_in_order_exactly_once(
     cli_env: dict[str, str],
 ) -> None:
     queue = new_queue(redis_broker)
-    # Four processes' worth of guards see the end of maintenance at once.
+    # Four guards (as in four processes) see the end of maintenance at once; the first
+    # is the one this test switches with, so its refusals follow without delay.
     apps = [
         make_app(
             broker=redis_broker.url,
             redis_url=redis_broker.redis_url,
             prefix=key_prefix,
             queue=queue,
-            guard=make_guard(),
+            guard=guard if i == 0 else make_guard(),
         )
-        for _ in range(4)
+        for i in range(4)
     ]
     try:
         app = apps[0]

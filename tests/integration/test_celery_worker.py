@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -31,18 +32,21 @@ start_worker = celery_support.start_worker
 
 @pytest.fixture
 def apps(
-    make_guard: Callable[..., MaintenanceGuard], key_prefix: str
+    make_guard: Callable[..., MaintenanceGuard], guard: MaintenanceGuard, key_prefix: str
 ) -> Iterator[Callable[..., Celery]]:
-    """Factory for producer apps in this process: guarded (own guard) or without guard."""
+    """Factory for producer apps in this process: guarded by the test's `guard` (or by
+    a guard of their own, as another process would be), or without guard."""
     made: list[Celery] = []
 
-    def make(broker: Broker, queue: str, *, guarded: bool = True) -> Celery:
+    def make(
+        broker: Broker, queue: str, *, guarded: bool = True, own_guard: bool = False
+    ) -> Celery:
         app = make_app(
             broker=broker.url,
             redis_url=broker.redis_url,
             prefix=key_prefix,
             queue=queue,
-            guard=make_guard() if guarded else None,
+            guard=(make_guard() if own_guard else guard) if guarded else None,
             guarded=guarded,
         )
         made.append(app)
@@ -76,8 +80,8 @@ def test_no_guard_producer_message_is_deferred_and_replayed_once_after_maintenan
     queue = new_queue(broker)
     start_worker(broker, queue)
     # Three more processes' worth of replayers compete with the worker at the end.
-    apps(broker, queue)
-    apps(broker, queue)
+    apps(broker, queue, own_guard=True)
+    apps(broker, queue, own_guard=True)
     plain = apps(broker, queue, guarded=False)
 
     guard.enable("normal", reason="db upgrade", by="test")
@@ -97,7 +101,6 @@ def test_no_guard_producer_message_is_deferred_and_replayed_once_after_maintenan
     done = runs(redis_client, key_prefix)
     assert done.count("no-guard-1") == 1
     assert done.count("no-guard-2") == 1
-    assert done.index("no-guard-1") < done.index("no-guard-2") or True  # concurrency 2
 
 
 def test_reject_policy_drops_no_guard_message_without_running_or_parking_it(
@@ -147,7 +150,7 @@ def test_messages_published_before_maintenance_run_on_a_worker_started_during_it
     assert "during-no-guard" not in runs(redis_client, key_prefix)
 
 
-def test_emergency_does_not_run_queued_blocked_messages_even_from_before(
+def test_emergency_does_not_start_blocked_messages_even_from_before_it_began(
     redis_broker: Broker,
     start_worker: StartWorker,
     apps: Callable[..., Celery],
@@ -156,15 +159,19 @@ def test_emergency_does_not_run_queued_blocked_messages_even_from_before(
     key_prefix: str,
 ) -> None:
     queue = new_queue(redis_broker)
-    producer = apps(redis_broker, queue)
-    producer.tasks["mgtest.caption"].delay("queued-before")
-    guard.enable("emergency", reason="breach", by="test")
     start_worker(redis_broker, queue)
+    plain = apps(redis_broker, queue, guarded=False)
+    guard.enable("emergency", reason="breach", by="test")
+    # Stamped as published by a guarded producer an hour ago: normal mode would run it.
+    stamp = {"mg_published_at": repr(time.time() - 3600), "mg_guarded": "1"}
+    plain.send_task("mgtest.caption", args=["stamped-before"], headers=stamp)
+    plain.send_task("mgtest.read", args=["read-in-emergency"])
     deferred = DeferredQueue(guard.store)
-    wait_for(lambda: len(deferred) == 1, timeout=30)
-    assert "queued-before" not in runs(redis_client, key_prefix)
+    wait_for(lambda: len(deferred) == 2, timeout=30)
+    assert redis_broker.queue_length(queue) == 0
+    assert runs(redis_client, key_prefix) == []
     guard.disable(by="test")
-    wait_runs(redis_client, key_prefix, ["queued-before"])
+    wait_runs(redis_client, key_prefix, ["stamped-before", "read-in-emergency"])
 
 
 def test_retry_of_a_running_job_is_allowed_in_normal_mode(
