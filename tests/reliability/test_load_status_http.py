@@ -1,0 +1,153 @@
+"""The status endpoint under 200 concurrent connections (gunicorn gthread, real HTTP).
+
+A thread-per-connection load generator opens 200 connections at once, several rounds, while
+maintenance is switched on and off underneath. Every answer must be a 200 with the contract
+JSON; the numbers (requests, throughput) are recorded as junit properties, not asserted.
+"""
+
+from __future__ import annotations
+
+import http.client as httpclient
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from maintenance_guard import MaintenanceGuard
+from tests.conftest import ROOT
+from tests.e2e.flask_support import http
+from tests.helpers import free_port, wait_for
+
+CONNECTIONS = 200
+ROUNDS = 5
+CONTRACT_KEYS = {
+    "is_active",
+    "mode",
+    "reason",
+    "estimated_duration",
+    "started_at",
+    "estimated_completion",
+    "blocked_operations",
+    "message",
+    "active_jobs_count",
+}
+
+
+@pytest.fixture
+def gunicorn_url(cli_env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "1",  # see test_status_endpoint_of_a_web_process_that_served_only_status_requests
+            "--threads",
+            "32",
+            "--backlog",
+            "2048",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "tests.e2e.flask_support:gunicorn_app()",
+        ],
+        cwd=ROOT,
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, "gunicorn exited"
+            try:
+                return http("GET", url + "/", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(up, timeout=60, interval=0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.slow
+def test_status_endpoint_answers_200_concurrent_connections_without_errors_across_switches(
+    gunicorn_url: str,
+    guard: MaintenanceGuard,
+    record_property: Callable[[str, object], None],
+) -> None:
+    port = int(gunicorn_url.rsplit(":", 1)[1])
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    lock = threading.Lock()
+    # The state each round runs under, switched between rounds while the clients wait.
+    plan = ["off", "normal", "normal", "off", "emergency"]
+    assert len(plan) == ROUNDS
+    current = {"round": 0}
+
+    def everyone_sees(active: bool) -> bool:
+        answers = [http("GET", gunicorn_url + "/api/maintenance/status")[2] for _ in range(8)]
+        return all(json.loads(a)["is_active"] is active for a in answers)
+
+    def switch_for_next_round() -> None:
+        current["round"] += 1
+        if current["round"] >= ROUNDS:
+            return
+        wanted = plan[current["round"]]
+        if wanted == "off":
+            guard.disable(by="ops")
+        else:
+            guard.enable(wanted, reason="under load", by="ops")
+        wait_for(lambda: everyone_sees(wanted != "off"), timeout=10)
+
+    barrier = threading.Barrier(CONNECTIONS, action=switch_for_next_round, timeout=120)
+
+    def client() -> None:
+        for round_ in range(ROUNDS):
+            expected = "off" if plan[round_] == "off" else "on"
+            try:
+                conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", "/api/maintenance/status")
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                data = json.loads(body)
+                outcome = f"{response.status}:{'on' if data.get('is_active') else 'off'}"
+                ok = outcome == f"200:{expected}" and CONTRACT_KEYS <= set(data)
+            except Exception as exc:
+                ok, outcome = False, f"error:{type(exc).__name__}"
+            with lock:
+                outcomes[outcome] += 1
+                if not ok and len(failures) < 10:
+                    failures.append(f"round {round_}: {outcome}")
+            barrier.wait()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(CONNECTIONS)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    elapsed = time.monotonic() - started
+
+    total = sum(outcomes.values())
+    assert total == CONNECTIONS * ROUNDS
+    assert not failures, (failures, outcomes)
+    assert outcomes["200:on"] == 3 * CONNECTIONS and outcomes["200:off"] == 2 * CONNECTIONS
+    record_property("status_requests", total)
+    record_property("status_requests_per_second", round(total / elapsed, 1))
