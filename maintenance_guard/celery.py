@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -265,6 +266,9 @@ def _patch_send_task(app: Celery, inst: Installation) -> None:
                     _log_refusal(name, operation, refused)
                     raise
                 return _defer_call(inst, name, args, kwargs, operation, options, refused)
+            # Callbacks, the rest of a chain, a chord body: published later by a worker,
+            # so they are checked now, with the task itself.
+            refuse_names(inst, _option_names(options), running_work=running)
         with _flag("running_work", running):
             return original(name, args, kwargs, **options)
 
@@ -387,21 +391,32 @@ def _signature_names(sig: Any) -> Iterator[str]:
         yield from _signature_names(chord)
 
 
-def refuse_canvas(inst: Installation, sig: Any, options: dict[str, Any]) -> None:
-    """Raise `MaintenanceActive` if any task of the canvas ``sig`` is refused now."""
-    running = _is_running_work(inst.app, "", options.get("task_id"), options.get("parent_id"))
+def _option_names(options: dict[str, Any]) -> Iterator[str]:
+    for key in ("link", "link_error", "chain", "chord"):
+        yield from _signature_names(options.get(key))
+
+
+def refuse_names(inst: Installation, names: Iterable[str], *, running_work: bool) -> None:
+    """Raise `MaintenanceActive` if publishing any of the task ``names`` is refused now."""
     seen: set[str] = set()
-    for name in _signature_names(sig):
+    for name in names:
         if name in seen:
             continue
         seen.add(name)
-        task_type = inst.app._tasks.get(name)
-        operation = inst.operation_of(name, task_type)
+        operation = inst.operation_of(name, inst.app._tasks.get(name))
         try:
-            refuse_publish(inst, name, operation, running_work=running)
+            refuse_publish(inst, name, operation, running_work=running_work)
         except MaintenanceActive as refused:
             _log_refusal(name, operation, refused)
             raise
+
+
+def refuse_canvas(inst: Installation, sig: Any, options: dict[str, Any]) -> None:
+    """Raise `MaintenanceActive` if any task of the canvas ``sig`` (with the call's
+    ``options``: links, chain, chord) is refused now."""
+    running = _is_running_work(inst.app, "", options.get("task_id"), options.get("parent_id"))
+    names = itertools.chain(_signature_names(sig), _option_names(options))
+    refuse_names(inst, names, running_work=running)
 
 
 def _guard_canvas_method(cls: type, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -410,12 +425,8 @@ def _guard_canvas_method(cls: type, original: Callable[..., Any]) -> Callable[..
         inst = installation_of(self._app) or installation_of(_safe_app(self))
         if inst is None or getattr(_local, "checked", False) or getattr(_local, "replaying", False):
             return original(self, *args, **options)
-        if (
-            type(self) is _canvas.Signature
-            and not self.options.get("link")
-            and not self.options.get("chord")
-        ):
-            # A plain signature: send_task checks it (and honours on_maintenance).
+        if type(self) is _canvas.Signature:
+            # One task: send_task checks it with its links (and honours on_maintenance).
             return original(self, *args, **options)
         refuse_canvas(inst, self, options)
         with _flag("checked", True):
@@ -481,6 +492,7 @@ class GuardedTask(Task):  # type: ignore[misc]
                 _log_refusal(self.name, operation, refused)
                 raise
             return _defer_call(inst, self.name, args, kwargs, operation, options, refused)
+        refuse_names(inst, _option_names(options), running_work=running)
         with _flag("checked", True):
             return super().apply_async(args, kwargs, **options)
 

@@ -132,11 +132,26 @@ def test_canvas_containing_a_blocked_task_is_refused_whole(
         "chord, blocked header": chord([read.s("a"), caption.s("b")], read.si("body")),
         "chain of groups": chain(group(read.s("a"), read.s("b")), group(caption.si("c"))),
         "link callback": read.signature(("a",), link=caption.si("linked")),
+        "chord body on a group": group(read.s("a"), read.s("b")) | collect.s("body"),
     }
     for label, canvas in canvases.items():
         with pytest.raises(MaintenanceActive):
             canvas.apply_async()
         assert broker.queue_length(queue) == 1, f"{label}: part of the canvas was published"
+    calls = {
+        "task with link": lambda: read.apply_async(("a",), link=caption.si("linked")),
+        "task with link_error": lambda: read.apply_async(("a",), link_error=caption.si("e")),
+        "chain with call-time link": lambda: chain(read.si("a"), read.si("b")).apply_async(
+            link=caption.si("linked")
+        ),
+        "send_task with link": lambda: app.send_task(  # type: ignore[attr-defined]
+            "mgtest.read", args=["a"], link=caption.si("linked")
+        ),
+    }
+    for label, call in calls.items():
+        with pytest.raises(MaintenanceActive):
+            call()
+        assert broker.queue_length(queue) == 1, f"{label}: published"
 
     # A canvas of allowed tasks still goes out.
     group(read.s("x"), read.s("y")).apply_async()
