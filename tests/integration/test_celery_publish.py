@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -267,4 +266,3 @@ def test_a_second_process_refuses_once_maintenance_is_enabled(
 
 def test_unique_queue_names_do_not_collide() -> None:
     assert len({new_queue(Broker("redis", "", "")) for _ in range(100)}) == 100
-    assert uuid.uuid4()
