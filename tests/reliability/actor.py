@@ -4,7 +4,8 @@ Usage: ``python -m tests.reliability.actor ROLE URL PREFIX [args...]``
 
 Roles:
 - ``storm SEED N``: print ``ready``, wait for ``go`` on stdin, then make N random admin
-  changes (enable normal/emergency/test, disable), each with a unique actor name, printing
+  changes (enable normal/emergency/test, disable, ``guard.emergency``), each with a unique
+  actor name, printing
   one JSON line per call, then ``done``. A sampler thread checks the versions this process
   sees never go backwards and reports ``{"backwards": [...]}`` before ``done``.
 - ``replayer BROKER QUEUE``: a guarded producer that replays deferred work when it sees
@@ -48,10 +49,14 @@ def storm(url: str, prefix: str, seed: int, count: int) -> None:
     sampler.start()
     for i in range(count):
         actor = f"s{seed}-{i}"
-        kind = rng.choice(["normal", "emergency", "test", "disable", "disable"])
+        kind = rng.choice(["normal", "emergency", "test", "disable", "disable", "emergency_call"])
         try:
             if kind == "disable":
                 status = guard.disable(by=actor)
+            elif kind == "emergency_call":
+                # The full emergency entry point (no Celery app here: nothing to revoke).
+                guard.emergency(f"storm {actor}", grace_period=1, by=actor, sessions=False)
+                status = guard.current()
             else:
                 status = guard.enable(kind, reason=f"storm {actor}", by=actor)
         except MaintenanceGuardError as exc:
