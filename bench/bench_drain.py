@@ -1,8 +1,8 @@
 """Drain: from the end of the last running job to `drain` returning.
 
 A guarded prefork worker (4 processes) runs 4 jobs of 0.4-1.0 s; once all are in the
-in-flight registry, maintenance goes on and this process calls
-`maintenance_guard.inflight.drain` (default poll, 0.25 s). Each job stamps the moment it
+in-flight registry, maintenance goes on and this process calls `guard.drain()`
+(`maintenance_guard.inflight.drain`, default poll 0.25 s). Each job stamps the moment it
 ends; the figure is ``drain`` returning minus the latest stamp.
 """
 
@@ -24,7 +24,6 @@ def main() -> None:
     os.environ["MGBENCH_PREFIX"] = prefix
     os.environ["MGBENCH_GUARDED"] = "0"  # this process publishes with a bare app
     from maintenance_guard import MaintenanceGuard, MaintenanceMode
-    from maintenance_guard.inflight import drain
 
     from .celery_app import work
 
@@ -78,7 +77,7 @@ def main() -> None:
                         raise SystemExit("the jobs did not all start within 60 s")
                     time.sleep(0.01)
                 guard.enable(MaintenanceMode.NORMAL, reason="bench drain", by="bench")
-                result = drain(guard, timeout=30)
+                result = guard.drain(timeout=30)
                 returned = time.time()
                 if not result.drained:
                     raise SystemExit(f"drain timed out with {len(result.remaining)} jobs")
