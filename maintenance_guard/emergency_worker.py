@@ -134,6 +134,23 @@ def resume_consumers(app: Any, records: EmergencyRecords, hostname: str) -> list
     return resumed
 
 
+def emergency_pause_in_effect(guard: MaintenanceGuard, records: EmergencyRecords) -> bool:
+    """True while an emergency run (`guard.emergency`) keeps the workers paused.
+
+    A plain ``enable(mode="emergency")`` refuses everything but pauses no worker (its
+    workers park what they receive); only the emergency run of this maintenance period
+    (its report started after the state did) pauses.
+    """
+    status = guard.current()
+    if status.mode is not MaintenanceMode.EMERGENCY or status.started_at is None:
+        return False
+    try:
+        report = records.report()
+    except StoreUnavailable:
+        return True  # cannot tell: stay on the safe side, consume nothing
+    return report is not None and float(report["activated_at"]) >= status.started_at - 1.0
+
+
 class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Consumer step: a worker (re)starting during an emergency consumes nothing.
 
@@ -148,7 +165,7 @@ class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         guard, records = hooked
         guard.refresh()
-        if guard.current().mode is not MaintenanceMode.EMERGENCY:
+        if not emergency_pause_in_effect(guard, records):
             return
         queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in c.task_consumer.queues]
         for queue in queues:
