@@ -1,0 +1,81 @@
+"""A hostile reason arriving live (Server-Sent Events) in a real browser runs no script.
+
+The status page and the admin dashboard are open in chromium when an admin sets a reason
+full of markup through the API; both pages update in place and show it as text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from maintenance_guard import MaintenanceGuard
+from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
+from tests.reliability.web import Browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+HOSTILE = (
+    '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+    '<svg onload="window.__xss=3"></svg>"\'><iframe src=javascript:window.__xss=4>'
+)
+
+pytestmark = pytest.mark.e2e
+sync_api = pytest.importorskip("playwright.sync_api")
+if not os.path.exists(CHROMIUM):
+    pytest.skip("chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def server(make_guard: Callable[..., MaintenanceGuard]) -> Iterator[LiveServer]:
+    with LiveServer(build_app(make_guard_for_app(make_guard))) as live:
+        yield live
+
+
+def open_page(browser: Any, url: str, login: str | None = None) -> Any:
+    page = browser.new_context().new_page()
+    if login:
+        page.goto(f"{url}/login/{login}")
+    page.goto(url + ("/admin/maintenance" if login == "admin" else "/maintenance"))
+    page.wait_for_selector("body[data-mg-stream='open']")
+    page.evaluate("window.__loaded = 'same page'")  # gone if the page reloads
+    return page
+
+
+def test_hostile_reason_pushed_over_the_stream_is_shown_as_text_and_never_runs(
+    browser: Any, server: LiveServer
+) -> None:
+    status_page = open_page(browser, server.url)
+    dashboard = open_page(browser, server.url, login="admin")
+    operator = Browser(server.url)
+    token = operator.login_admin()
+    code, _, body = operator.post(
+        "/api/maintenance/enable",
+        {"mode": "normal", "reason": HOSTILE, "duration": 600},
+        headers={"X-CSRF-Token": token},
+    )
+    assert code == 200, body
+    for page in (status_page, dashboard):
+        page.wait_for_function(
+            "text => document.body.innerText.includes(text)", arg=HOSTILE, timeout=10_000
+        )
+        assert page.evaluate("window.__loaded") == "same page"  # updated live, no reload
+        assert page.evaluate("window.__xss") is None
+        injected = page.locator(
+            "#mg-status script, #mg-status img, #mg-status svg, #mg-status iframe, "
+            "[data-mg] script, [data-mg] img, [data-mg] svg, [data-mg] iframe"
+        )
+        assert injected.count() == 0
