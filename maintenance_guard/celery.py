@@ -568,6 +568,49 @@ def _park_message(inst: Installation, message: Any, name: str, reason: str) -> N
     )
 
 
+def _hold_back(
+    inst: Installation,
+    verdict: str,
+    name: str,
+    message: Any,
+    ack: Callable[[], Any],
+    reject: Callable[[bool], Any],
+) -> Any:
+    """Defer (park, then ack) or reject a message the worker does not run now."""
+    headers = message.headers or {}
+    task_id = headers.get("id")
+    extra = {"mg_event": f"worker_{verdict}", "mg_task": name, "mg_task_id": task_id}
+    if verdict == "defer":
+        try:
+            _park_message(inst, message, name, inst.guard.current().reason)
+        except Exception as exc:
+            # Cannot park: give it back to the broker (redelivered later), never lose it.
+            logger.warning("cannot defer %s[%s]: %s; requeued", name, task_id, exc, extra=extra)
+            return reject(True)
+        logger.warning(
+            "deferred %s[%s]: published during maintenance without the guard",
+            name,
+            task_id,
+            extra=extra,
+        )
+        return ack()
+    logger.warning(
+        "rejected %s[%s]: published during maintenance without the guard",
+        name,
+        task_id,
+        extra=extra,
+    )
+    return reject(False)
+
+
+def _safe_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> str:
+    try:
+        return worker_verdict(inst, name, headers)
+    except Exception:  # the guard must never take the worker down
+        logger.exception("maintenance re-check failed for %s; running it", name)
+        return "run"
+
+
 def _guard_handler(
     inst: Installation,
     name: str,
@@ -577,45 +620,50 @@ def _guard_handler(
     def on_message(
         message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> Any:
-        headers = message.headers or {}
-        try:
-            verdict = worker_verdict(inst, name, headers)
-        except Exception:  # the guard must never take the worker down
-            logger.exception("maintenance re-check failed for %s; running it", name)
-            verdict = "run"
+        verdict = _safe_verdict(inst, name, message.headers or {})
         if verdict == "run":
             return handler(message, body, ack, reject, callbacks, **kw)
-        task_id = headers.get("id")
-        status = inst.guard.current()
-        extra = {"mg_event": f"worker_{verdict}", "mg_task": name, "mg_task_id": task_id}
-        if verdict == "defer":
-            try:
-                _park_message(inst, message, name, status.reason)
-            except Exception as exc:
-                # Cannot park: give it back to the broker (redelivered later), never lose it.
-                logger.warning("cannot defer %s[%s]: %s; requeued", name, task_id, exc, extra=extra)
-                return reject(logger, connection_errors, True)
-            logger.warning(
-                "deferred %s[%s]: published during maintenance without the guard",
-                name,
-                task_id,
-                extra=extra,
-            )
-            return ack(logger, connection_errors)
-        logger.warning(
-            "rejected %s[%s]: published during maintenance without the guard",
+        return _hold_back(
+            inst,
+            verdict,
             name,
-            task_id,
-            extra=extra,
+            message,
+            lambda: ack(logger, connection_errors),
+            lambda requeue: reject(logger, connection_errors, requeue),
         )
-        return reject(logger, connection_errors, False)
 
     on_message._mg_guarded = True  # type: ignore[attr-defined]
     return on_message
 
 
+def _guard_eta_requests(inst: Installation, on_task_request: Callable[..., Any]) -> Any:
+    """Check a request with an ETA again when it comes due (it was checked on receipt,
+    maybe before maintenance began)."""
+    from celery.worker import state as worker_state
+
+    def on_request(request: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.eta is None or request.name.startswith("celery."):
+            return on_task_request(request, *args, **kwargs)
+        verdict = _safe_verdict(inst, request.name, dict(request.request_dict))
+        if verdict == "run":
+            return on_task_request(request, *args, **kwargs)
+        worker_state.task_ready(request)
+        return _hold_back(
+            inst,
+            verdict,
+            request.name,
+            request.message,
+            request.acknowledge,
+            lambda requeue: request.reject(requeue=requeue),
+        )
+
+    on_request._mg_guarded = True  # type: ignore[attr-defined]
+    return on_request
+
+
 class GuardConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker consumer step: wraps every task's message handler with the re-check."""
+    """Worker consumer step: wraps every task's message handler with the re-check, and
+    the hand-over of ETA requests when they come due."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -627,6 +675,8 @@ class GuardConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             if name.startswith("celery.") or getattr(handler, "_mg_guarded", False):
                 continue
             c.strategies[name] = _guard_handler(inst, name, handler, tuple(c.connection_errors))
+        if not getattr(c.on_task_request, "_mg_guarded", False):
+            c.on_task_request = _guard_eta_requests(inst, c.on_task_request)
 
 
 # ---------------------------------------------------------------------- signals

@@ -238,3 +238,29 @@ def test_canvas_started_before_maintenance_continues_as_running_work(
     # A new submission of the same task is still refused.
     with pytest.raises(MaintenanceActive):
         caption.delay("new")
+
+
+def test_countdown_message_received_before_an_emergency_is_held_back_when_due(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    queue = new_queue(redis_broker)
+    worker = start_worker(redis_broker, queue)
+    producer = apps(redis_broker, queue)
+    result = producer.tasks["mgtest.caption"].apply_async(("eta",), countdown=3)
+    # The worker holds it (received, waiting for its countdown): gone from the queue.
+    wait_for(lambda: redis_broker.queue_length(queue) == 0, timeout=30)
+    assert f"mgtest.caption[{result.id}] received" in worker.log()
+    guard.enable("emergency", reason="breach", by="test")
+    deferred = DeferredQueue(guard.store)
+    wait_for(lambda: len(deferred) == 1, timeout=30)
+    assert deferred.entries()[0].id == result.id
+    assert runs(redis_client, key_prefix) == []
+    guard.disable(by="test")
+    wait_runs(redis_client, key_prefix, ["eta"])
+    wait_for(lambda: idle(redis_broker, queue, guard), timeout=30)
+    assert runs(redis_client, key_prefix) == ["eta"]
