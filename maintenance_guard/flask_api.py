@@ -100,7 +100,14 @@ def read_json_body(ext: FlaskMaintenance, allowed: set[str], *, optional: bool) 
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    raw = request.get_data(cache=True)  # raises RequestEntityTooLarge past the limit
+    if length is None:
+        # A chunked body has no length: read at most one byte past the limit ourselves,
+        # so an endless body is refused without being read whole.
+        raw = _read_at_most(request.stream, limit + 1)
+        if len(raw) > limit:
+            raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+    else:
+        raw = request.get_data(cache=True)
     if not raw.strip():
         if optional:
             return {}
@@ -120,6 +127,19 @@ def read_json_body(ext: FlaskMaintenance, allowed: set[str], *, optional: bool) 
             400, "invalid_body", f"unknown field(s) {names}; allowed: {', '.join(sorted(allowed))}"
         )
     return data
+
+
+def _read_at_most(stream: Any, size: int) -> bytes:
+    """Read until EOF or ``size`` bytes; a raw stream's read may return one chunk at a time."""
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        piece = stream.read(size - total)
+        if not piece:
+            break
+        parts.append(piece)
+        total += len(piece)
+    return b"".join(parts)
 
 
 def _checked_int_like(value: object, what: str) -> object:
