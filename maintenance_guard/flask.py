@@ -56,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "SSE_MAX_AGE": 600.0,
     "DASHBOARD": True,
     "JOBS_CACHE_SECONDS": 1.0,
+    # Emergency: invalidate the non-admin Flask-Session sessions (SESSION_TYPE "redis");
+    # a session is an admin's when this key of it is truthy.
+    "INVALIDATE_SESSIONS": True,
+    "SESSION_ADMIN_KEY": "is_admin",
 }
 
 
@@ -149,9 +153,31 @@ class FlaskMaintenance:
             max_clients=int(self.config["SSE_MAX_CLIENTS"]),
         )
         app.extensions[EXTENSION_KEY] = self
+        self._configure_sessions(app)
         app.before_request(self.refuse_blocked_request)
         app.teardown_request(self._leave_admin_scope)
         app.register_blueprint(make_blueprint(self, dashboard=bool(self.config["DASHBOARD"])))
+
+    def _configure_sessions(self, app: Flask) -> None:
+        guard = self.active_guard
+        client = app.config.get("SESSION_REDIS")
+        if (
+            guard.session_invalidator is not None
+            or not self.config["INVALIDATE_SESSIONS"]
+            or app.config.get("SESSION_TYPE") != "redis"
+            or client is None
+        ):
+            return
+        from .emergency import configure_sessions
+        from .sessions import SessionInvalidator, admin_predicate
+
+        prefix = app.config.get("SESSION_KEY_PREFIX") or "session:"
+        predicate = admin_predicate(self.config["SESSION_ADMIN_KEY"] or None)
+        configure_sessions(guard, SessionInvalidator(client, prefix, predicate))
+
+    def login_allowed(self, user_is_admin: bool) -> bool:
+        """For a login view: False while an emergency refuses non-admin logins."""
+        return self.active_guard.login_allowed(user_is_admin, user=self.request_user())
 
     @property
     def active_guard(self) -> MaintenanceGuard:

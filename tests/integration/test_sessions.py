@@ -213,3 +213,65 @@ def test_flask_session_app_over_http_loses_non_admin_sessions_keeps_admin_ones(
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_flask_extension_invalidates_sessions_in_an_emergency_and_refuses_non_admin_login(
+    bytes_client: redis.Redis, key_prefix: str, guard: MaintenanceGuard
+) -> None:
+    from flask import Flask, session
+    from flask_session import Session
+    from werkzeug.serving import make_server
+
+    from maintenance_guard.flask import FlaskMaintenance
+
+    prefix = session_prefix(key_prefix)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test",
+        SESSION_TYPE="redis",
+        SESSION_REDIS=bytes_client,
+        SESSION_KEY_PREFIX=prefix,
+        MAINTENANCE_GUARD_EXEMPT_ENDPOINTS=("static", "login"),
+    )
+    Session(app)
+    ext = FlaskMaintenance(app, guard, is_admin=lambda: bool(session.get("is_admin")))
+
+    @app.get("/login/<name>")
+    def login(name: str) -> tuple[str, int]:
+        if not ext.login_allowed(name == "root"):
+            return "login refused during emergency maintenance", 503
+        session["user"] = name
+        session["is_admin"] = name == "root"
+        return "ok", 200
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        return str(session.get("user", "anonymous"))
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        root, alice = requests.Session(), requests.Session()
+        assert root.get(f"{base}/login/root", timeout=5).text == "ok"
+        assert alice.get(f"{base}/login/alice", timeout=5).text == "ok"
+
+        report = guard.emergency("leak", grace_period=0, kill_after=0, by="ops")
+
+        assert report.sessions is not None and report.sessions["invalidated"] == 1
+        assert root.get(f"{base}/whoami", timeout=5).text == "root"
+        assert alice.get(f"{base}/whoami", timeout=5).status_code == 503  # emergency
+        refused = alice.get(f"{base}/login/alice", timeout=5)
+        assert refused.status_code == 503 and "login refused" in refused.text
+        assert requests.get(f"{base}/login/root", timeout=5).text == "ok"
+
+        guard.disable(by="ops")
+
+        # The invalidated session stays invalidated; logging in again works.
+        assert alice.get(f"{base}/whoami", timeout=5).text == "anonymous"
+        assert alice.get(f"{base}/login/alice", timeout=5).text == "ok"
+        assert alice.get(f"{base}/whoami", timeout=5).text == "alice"
+    finally:
+        server.shutdown()
+        thread.join(5)
