@@ -242,3 +242,18 @@ def test_drain_and_cli_refuse_bad_input(guard: MaintenanceGuard, cli_env: dict[s
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("Error:")
     assert os.environ.get("MG_WORKER_PREFIX") is None
+
+
+def test_worker_registers_when_ready_and_unregisters_on_warm_shutdown(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    guard: MaintenanceGuard,
+) -> None:
+    queue = new_queue(redis_broker)
+    worker = start_worker(redis_broker, queue)
+    registry = InflightRegistry(guard.store)
+    info = registry.workers()[worker.hostname]
+    assert info["pid"] == worker.process.pid
+    worker.stop()
+    assert worker.process.returncode == 0
+    assert worker.hostname not in registry.workers()
