@@ -221,6 +221,29 @@ class DeferredQueue:
                 )
         return report
 
+    def requeue_stuck(self) -> list[str] | None:
+        """Put entries left "replaying" by a replayer that died back at the head, in order.
+
+        An operator's decision: such an entry may have reached the broker just before its
+        replayer died, so requeueing it may run it twice. Returns the ids, or None when
+        a replay is running right now (nothing changed).
+        """
+        with self._lock() as token:
+            if token is None:
+                return None
+            stuck = self.replaying()
+            for entry in reversed(stuck):
+                with self._errors("requeue a stuck submission"):
+                    self._unclaim(keys=[self.list_key, self.replaying_key], args=[entry.id])
+        for entry in stuck:
+            logger.warning(
+                "requeued deferred %s[%s] left replaying by a dead replayer",
+                entry.task,
+                entry.id,
+                extra={"mg_event": "deferred_requeued", "mg_task_id": entry.id},
+            )
+        return [e.id for e in stuck]
+
     @contextmanager
     def _lock(self) -> Iterator[str | None]:
         token = f"{os.getpid()}-{uuid.uuid4().hex}"

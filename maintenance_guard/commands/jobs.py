@@ -110,12 +110,23 @@ def drain_command(ctx: click.Context, timeout: float, operations: tuple[str, ...
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.option(
+    "--requeue-stuck",
+    is_flag=True,
+    help="Put entries a dead replayer left 'replaying' back at the head (may run twice).",
+)
 @click.pass_context
 @cli_errors
-def deferred(ctx: click.Context, as_json: bool) -> None:
+def deferred(ctx: click.Context, as_json: bool, requeue_stuck: bool) -> None:
     """List submissions parked during maintenance (replayed in order when it ends)."""
     guard = get_guard(ctx)
     queue = DeferredQueue(guard.store)
+    if requeue_stuck:
+        moved = queue.requeue_stuck()
+        if moved is None:
+            click.echo("A replay is running now; nothing requeued.", err=True)
+            sys.exit(1)
+        click.echo(f"Requeued {len(moved)} stuck submission(s).")
     parked = queue.entries()
     replaying = queue.replaying()
     if as_json:

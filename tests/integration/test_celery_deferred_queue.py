@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 
 import pytest
 import redis
@@ -102,3 +104,36 @@ def test_bad_policy_is_refused() -> None:
     with pytest.raises(InvalidInput):
         check_policy("later")
     assert check_policy("defer") == "defer"
+
+
+def test_entry_left_replaying_by_a_dead_replayer_is_listed_and_requeued_on_request(
+    guard: MaintenanceGuard, cli_env: dict[str, str]
+) -> None:
+    queue = DeferredQueue(guard.store)
+    for i in range(3):
+        queue.park(_entry(i))
+    # A replayer claims the first entry and dies before confirming it.
+    queue.redis.set(queue.lock_key, "dead", px=60_000)
+    queue._claim(keys=[queue.list_key, queue.replaying_key, queue.lock_key], args=["dead", 60_000])
+    assert [e.id for e in queue.replaying()] == ["job-0000"]
+
+    listed = _cli(cli_env, "deferred")
+    assert "replaying now: job-0000" in listed.stdout
+    busy = _cli(cli_env, "deferred", "--requeue-stuck")
+    assert busy.returncode == 1  # the dead replayer's lock has not expired yet
+    queue.redis.delete(queue.lock_key)
+    done = _cli(cli_env, "deferred", "--requeue-stuck")
+    assert done.returncode == 0, done.stderr
+    assert "Requeued 1" in done.stdout
+    assert [e.id for e in queue.entries()] == ["job-0000", "job-0001", "job-0002"]
+    assert queue.replaying() == []
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maintenance_guard.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
