@@ -141,8 +141,9 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
         values = {k: v for k, v in asdict(settings).items() if k != "redis_url"}
         guard = MaintenanceGuard.from_url(settings.redis_url, **values)
     elif settings.task_operations:
+        for operation in settings.task_operations.values():
+            guard.catalog.require(operation)  # all valid before the guard changes
         for pattern, operation in settings.task_operations.items():
-            guard.catalog.require(operation)
             guard.task_operations.add(pattern, operation)
     policy = guard.settings.worker_policy
     inst = Installation(

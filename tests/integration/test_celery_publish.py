@@ -266,3 +266,24 @@ def test_a_second_process_refuses_once_maintenance_is_enabled(
 
 def test_unique_queue_names_do_not_collide() -> None:
     assert len({new_queue(Broker("redis", "", "")) for _ in range(100)}) == 100
+
+
+def test_install_refuses_bad_celery_config(redis_url: str, key_prefix: str) -> None:
+    from celery import Celery
+
+    from maintenance_guard.celery import install, installation_of
+
+    for conf, error in (
+        ({"maintenance_guard_worker_policy": "drop"}, InvalidInput),
+        ({"maintenance_guard_task_operations": {"x.*": "captions"}}, UnknownOperation),
+        ({"maintenance_guard_heartbeat_interval": 60.0}, InvalidInput),
+    ):
+        app = Celery("bad", set_as_current=False)
+        app.conf.update(
+            maintenance_guard_redis_url=redis_url,
+            maintenance_guard_key_prefix=key_prefix,
+            **conf,
+        )
+        with pytest.raises(error):
+            install(app)
+        assert installation_of(app) is None  # nothing connected
