@@ -75,6 +75,7 @@ class MaintenanceGuard:
     _recorder: AttemptRecorder
     _start_lock: threading.Lock
     _stop_event: threading.Event
+    _flush_lock: threading.Lock
     _install_lock: threading.Lock
     _installs: int
 
@@ -481,20 +482,26 @@ class MaintenanceGuard:
             pass
 
     def flush(self) -> None:
-        """Write buffered attempt counters and test records to the store now."""
-        counts, records = self._recorder.take()
-        if not counts and not records:
-            return
-        try:
-            self.store.record_attempts(counts, [r.to_fields() for r in records])
-        except StoreUnavailable as exc:
-            self._recorder.put_back(counts, records)
-            self._note_store_error(exc)
+        """Write buffered attempt counters and test records to the store now.
+
+        On return, everything recorded before the call is in the store (unless it is
+        unreachable): a flush running on the watcher thread is waited for.
+        """
+        with self._flush_lock:
+            counts, records = self._recorder.take()
+            if not counts and not records:
+                return
+            try:
+                self.store.record_attempts(counts, [r.to_fields() for r in records])
+            except StoreUnavailable as exc:
+                self._recorder.put_back(counts, records)
+                self._note_store_error(exc)
 
     # ------------------------------------------------------------------ internals
 
     def _reset_process_state(self) -> None:
         self._recorder = AttemptRecorder()
+        self._flush_lock = threading.Lock()
         self._install_lock = threading.Lock()
         self._installs = 0
         self._start_lock = threading.Lock()
