@@ -243,6 +243,7 @@ def run_emergency(
     else:
         report.sessions = None
 
+    progress = _safe_progress(progress)
     fleet = CeleryFleet(app) if app is not None else None
     start_jobs: dict[str, dict[str, Any]] = {}
     if fleet is None:
@@ -265,10 +266,25 @@ def run_emergency(
     return report
 
 
+def _safe_progress(progress: EmergencyProgress | None) -> EmergencyProgress | None:
+    if progress is None:
+        return None
+    callback = progress
+
+    def call(phase: str, elapsed: float, total: float, left: int) -> None:
+        try:
+            callback(phase, elapsed, total, left)
+        except Exception:  # a broken progress display must not stop the revocation
+            logger.exception("emergency progress callback failed")
+
+    return call
+
+
 def _pause_fleet(
     guard: MaintenanceGuard, fleet: CeleryFleet, records: EmergencyRecords, report: EmergencyReport
 ) -> dict[str, dict[str, Any]]:
     report.workers = fleet.workers()
+    records.forget_workers(sorted(set(records.cancelled()) - set(report.workers)))
     if not report.workers:
         _warn(guard, report, "no Celery worker answered: nothing to pause or revoke")
         return {}

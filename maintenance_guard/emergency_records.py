@@ -100,12 +100,22 @@ class EmergencyRecords:
         return {k: json.loads(v) for k, v in raw.items()}
 
     def start(self, report: EmergencyReport) -> None:
-        """Begin a new emergency: forget the previous one's pause records."""
+        """Begin a new emergency: forget the pauses that ended. A worker still paused (a
+        second emergency while the first lasts) keeps its record, so it resumes later."""
+        resumed = list(self.resumed())
         with self.store._errors("record the emergency"):
             pipe = self.redis.pipeline(transaction=False)
-            pipe.delete(self.cancelled_key, self.resumed_key, self.checks_key)
+            if resumed:
+                pipe.hdel(self.cancelled_key, *resumed)
+            pipe.delete(self.resumed_key, self.checks_key)
             pipe.set(self.report_key, json.dumps(report.to_dict()))
             pipe.execute()
+
+    def forget_workers(self, workers: list[str]) -> None:
+        """Drop the pause records of workers that no longer exist."""
+        if workers:
+            with self.store._errors("forget paused workers"):
+                self.redis.hdel(self.cancelled_key, *workers)
 
     def save_report(self, report: EmergencyReport) -> None:
         """Store the (possibly partial) report of the current emergency."""
@@ -149,10 +159,13 @@ class EmergencyRecords:
         return self._hash(self.skipped_key)
 
     def set_cancelled(self, worker: str, queues: list[QueueSpec]) -> None:
-        """Remember that ``worker`` stopped consuming ``queues``."""
+        """Remember that ``worker`` stopped consuming ``queues`` (added to what it already
+        stopped: a queue paused twice is resumed once, never forgotten)."""
+        known = self.cancelled().get(worker, [])
+        merged = known + [q for q in queues if q not in known]
         with self.store._errors("record paused consumers"):
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in queues]))
+            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in merged]))
             pipe.hdel(self.resumed_key, worker)
             pipe.execute()
 

@@ -171,8 +171,7 @@ class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
         for queue in queues:
             c.cancel_task_queue(queue.name)
         try:
-            known = records.cancelled().get(c.hostname, [])
-            records.set_cancelled(c.hostname, known + [q for q in queues if q not in known])
+            records.set_cancelled(c.hostname, queues)
         except StoreUnavailable as exc:
             logger.warning(
                 "cannot record paused consumers: %s", exc, extra={"mg_event": "store_error"}

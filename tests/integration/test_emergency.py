@@ -475,3 +475,27 @@ def test_cli_emergency_refuses_bad_input_with_exit_2_and_changes_nothing(
     guard.refresh()
     assert not guard.current().is_active
     assert guard.events() == []
+
+
+def test_a_second_emergency_while_the_first_lasts_still_lets_workers_resume_after(
+    app: Celery,
+    guard: MaintenanceGuard,
+    redis_broker: Broker,
+    queue: str,
+    key_prefix: str,
+    redis_client: redis.Redis,
+    start_emergency_worker: Any,
+) -> None:
+    worker = start_emergency_worker(redis_broker, queue, name=f"em-{queue}", concurrency=2)
+    first = guard.emergency("leak", grace_period=0, kill_after=0, celery_app=app)
+    assert first.consumers_cancelled == {worker.hostname: [queue]}
+    second = guard.emergency("leak, still", grace_period=0, kill_after=0, celery_app=app)
+    assert second.consumers_cancelled == {worker.hostname: []}  # nothing left to pause
+    assert [q.name for q in EmergencyRecords(guard.store).cancelled()[worker.hostname]] == [queue]
+
+    guard.disable(by="ops")
+
+    checks = EmergencyRecords(guard.store).checks()
+    assert checks is not None and checks["ok"], checks
+    send(app, SHORT, "after", seconds=0.05)
+    wait_for(lambda: "after" in finished(redis_client, key_prefix), 30)
