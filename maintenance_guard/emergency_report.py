@@ -34,6 +34,9 @@ _TIMELINE_EVENTS = (
 )
 
 
+_NOTED = ("emergency_activated", "emergency_warning", "enabled", "disabled")
+
+
 @dataclass
 class EmergencyOverview:
     """The emergency report: `build_report` gathers it, `to_dict`/`to_text` show it."""
@@ -168,5 +171,9 @@ def render_report_text(report: Mapping[str, Any]) -> str:
     lines += [f"Warning: {w}" for w in warnings]
     lines.append("Timeline:")
     for event in report.get("timeline", []):
-        lines.append(f"  {_clock(event['at'])}  {event['type']:<22} by {event['actor']}")
+        note = event.get("reason") if event["type"] in _NOTED else ""
+        lines.append(
+            f"  {_clock(event['at'])}  {event['type']:<22} by {event['actor']}"
+            + (f": {note}" if note else "")
+        )
     return "\n".join(lines)
