@@ -56,9 +56,20 @@ def test_deferred_submissions_replay_exactly_once_in_order_with_several_processe
 
     # Five processes see the end at once (three producers, the worker, this one).
     guard.disable(by="ops")
-    wait_for(lambda: len(runs(redis_client, key_prefix)) >= SUBMISSIONS, timeout=60)
-    wait_for(lambda: len(deferred) == 0 and not deferred.replaying(), timeout=30)
-    wait_for(lambda: amqp_broker.queue_length(queue) == 0, timeout=30)
-    assert runs(redis_client, key_prefix) == tokens  # each exactly once, in order
+
+    def state() -> str:
+        return (
+            f"runs={runs(redis_client, key_prefix)} parked={len(deferred)} "
+            f"replaying={len(deferred.replaying())} queued={amqp_broker.queue_length(queue)} "
+            f"replayer stderr={[p.stderr_lines[-5:] for p in others]}"
+        )
+
+    try:
+        wait_for(lambda: len(runs(redis_client, key_prefix)) >= SUBMISSIONS, timeout=60)
+        wait_for(lambda: len(deferred) == 0 and not deferred.replaying(), timeout=30)
+        wait_for(lambda: amqp_broker.queue_length(queue) == 0, timeout=30)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {state()}") from None
+    assert runs(redis_client, key_prefix) == tokens, state()  # each exactly once, in order
     for p in others:
         assert p.proc.poll() is None, p.stderr_lines[-20:]
