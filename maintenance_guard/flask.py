@@ -276,10 +276,12 @@ class FlaskMaintenance:
     def refuse_blocked_request(self) -> Response | None:
         """The ``before_request`` hook: None to go on, or the 503 answer."""
         guard = self.active_guard
+        # Before the exemption: a process that serves only the status API must still follow
+        # changes. Idempotent; restarts the watcher in a forked server worker.
+        guard.start()
         endpoint = request.endpoint
         if self.is_exempt(endpoint):
             return None
-        guard.start()  # idempotent; restarts the watcher in a forked server worker
         if not guard.current().is_active:
             return None
         try:

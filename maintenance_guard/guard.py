@@ -456,6 +456,8 @@ class MaintenanceGuard:
 
     def start(self) -> None:
         """Start the background watcher (idempotent; done lazily by the checks)."""
+        if self._watching:
+            return
         with self._start_lock:
             if self._watching:
                 return

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,34 @@ from tests.helpers import free_port, wait_for
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+class DemoProcess:
+    """A running `maintenance-guard demo` whose combined output is collected as it comes."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 60) -> str:
+        """SIGTERM, wait for the exit, and return everything it printed."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
+        self._reader.join(10)
+        return self.output
+
+
 @contextmanager
-def running_demo(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def running_demo(env: dict[str, str], *args: str) -> Iterator[tuple[str, DemoProcess]]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "maintenance_guard.cli", "demo", "--port", str(port), *args],
@@ -32,18 +59,17 @@ def running_demo(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproc
         stderr=subprocess.STDOUT,
         text=True,
     )
+    demo = DemoProcess(proc)
     base = f"http://127.0.0.1:{port}"
     try:
 
         def up() -> bool:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                return http("GET", f"{base}/api/maintenance/status", timeout=1)[0] == 200
-            except OSError:
-                return False
+            assert proc.poll() is None, demo.output
+            # the banner comes once the demo itself has seen its web app answer
+            return "Press Ctrl-C to stop." in demo.output
 
         wait_for(up, timeout=60, interval=0.2)
-        yield base, proc
+        yield base, demo
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -58,7 +84,7 @@ def test_demo_serves_the_app_and_follows_the_switch(
     cli_env: dict[str, str], make_guard: Callable[..., MaintenanceGuard]
 ) -> None:
     guard = make_guard()
-    with running_demo(cli_env, "--no-worker") as (base, proc):
+    with running_demo(cli_env, "--no-worker") as (base, demo):
         assert http("GET", f"{base}/maintenance")[0] == 200
         assert http("GET", f"{base}/api/items")[0] == 200
         guard.enable("normal", reason="demo check", duration=600)
@@ -66,9 +92,8 @@ def test_demo_serves_the_app_and_follows_the_switch(
         status, headers, body = http("POST", f"{base}/api/captions", {})
         assert int(headers["Retry-After"]) >= 1
         assert json.loads(body)["operation"] == "caption_generation"
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        output = demo.stop(timeout=30)
+    assert demo.proc.returncode == 0
     assert "Status page:" in output and "Demo stopped." in output
 
 
@@ -102,7 +127,7 @@ def test_demo_on_a_bare_machine_runs_submitted_work_on_its_worker(tmp_path: Path
     env["MAINTENANCE_GUARD_HOME"] = str(home)
     env["PYTHONPATH"] = str(ROOT)
     try:
-        with running_demo(env, "--concurrency", "1") as (base, proc):
+        with running_demo(env, "--concurrency", "1") as (base, demo):
             status, _, body = http("POST", f"{base}/api/captions", {})
             assert status == 202, body
             task_id = json.loads(body)["task_id"]
@@ -112,9 +137,8 @@ def test_demo_on_a_bare_machine_runs_submitted_work_on_its_worker(tmp_path: Path
                 return bool(state == "SUCCESS")
 
             wait_for(done, timeout=60, interval=0.3)
-            proc.send_signal(signal.SIGTERM)
-            output, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
+            output = demo.stop(timeout=60)
+        assert demo.proc.returncode == 0
         assert "redis.sock" in output and "Demo stopped." in output
     finally:
         subprocess.run(
