@@ -79,7 +79,9 @@ class Installation:
 
     def replay_deferred(self) -> int:
         """Replay parked submissions now if maintenance is off; returns how many were sent."""
-        if self.guard.current().is_active:
+        # Read the store, not only memory: a replay started on a stale "off" would
+        # publish during a new maintenance (the worker re-check would park it again).
+        if self.guard.refresh().is_active:
             return 0
         with self._replay_lock:
             report = self.deferred.replay(

@@ -134,9 +134,14 @@ def make_app(
             record(f"{token}:retry")
             return token
         record(token)
-        # Wait (bounded) until the test has switched maintenance on, then retry.
+        # Wait (bounded) until the test has switched maintenance on and this pool process
+        # has seen it, then retry: the retry is decided on the new state.
+        inst = installation_of(self.app)
         deadline = time.monotonic() + 30
-        while not client.exists(flag_key(prefix, token)) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            seen = inst is None or inst.guard.current().is_active
+            if seen and client.exists(flag_key(prefix, token)):
+                break
             time.sleep(0.02)
         raise self.retry(countdown=0)
 

@@ -223,8 +223,8 @@ def test_replayed_submissions_run_on_a_worker(
     key_prefix: str,
 ) -> None:
     app, queue = producer
-    start_worker(redis_broker, queue)
     guard.enable("normal", reason="db upgrade", by="test")
+    start_worker(redis_broker, queue)  # started during maintenance: replays nothing yet
     app.tasks["mgtest.deferrable"].delay("parked")
     assert len(DeferredQueue(guard.store)) == 1
     guard.disable(by="test")
