@@ -49,7 +49,7 @@ def gunicorn_url(cli_env: dict[str, str]) -> Iterator[str]:
             "--worker-class",
             "gthread",
             "--workers",
-            "1",  # see test_status_endpoint_of_a_web_process_that_served_only_status_requests
+            "2",  # two forked workers, each must follow every switch
             "--threads",
             "32",
             "--backlog",
