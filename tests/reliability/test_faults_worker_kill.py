@@ -70,9 +70,12 @@ def test_killed_worker_job_drops_out_and_its_redelivery_follows_the_maintenance_
     registry = InflightRegistry(guard.store)
     job = producer.send_task("mgtest.spin", args=["long", 2.0])
 
-    kill_mid_task_and_wait_for_expiry(
-        registry, job.id, lambda _pids: doomed.kill(), record_property
-    )
+    def kill_once_the_body_runs(_pids: list[int]) -> None:
+        # the in-flight record appears just before the task body records its run
+        wait_for(lambda: runs(redis_client, key_prefix) == ["long"], timeout=10)
+        doomed.kill()
+
+    kill_mid_task_and_wait_for_expiry(registry, job.id, kill_once_the_body_runs, record_property)
     assert guard.status().active_jobs_count == 0
     assert runs(redis_client, key_prefix) == ["long"]  # started once, never finished
 
