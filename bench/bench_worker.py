@@ -75,7 +75,8 @@ class Worker:
         mark.apply_async((end_key,), queue=staging)
         self.client.rename(staging, self.queue)
         deadline = time.monotonic() + 180
-        while self.client.get(end_key) is None:
+        # Both stamps: with two pool processes the markers of a short batch run side by side.
+        while self.client.exists(start_key, end_key) < 2:
             if self.proc.poll() is not None:
                 raise SystemExit(f"{self.side} worker exited: {self.proc.stderr.read()[-500:]}")  # type: ignore[union-attr]
             if time.monotonic() > deadline:
