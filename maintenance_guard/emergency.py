@@ -107,9 +107,11 @@ class CeleryFleet:
         self.last_replied = set(replies)
         return replies
 
-    def workers(self) -> list[str]:
-        """Hostnames of the workers that answer a ping."""
-        return sorted(self._gather(self.app.control.ping(timeout=self.timeout)))
+    def workers(self, expected: int | None = None) -> list[str]:
+        """Hostnames of the workers that answer a ping; returns as soon as ``expected``
+        workers answered (else after the reply timeout)."""
+        replies = self.app.control.ping(timeout=self.timeout, limit=expected or None)
+        return sorted(self._gather(replies))
 
     def active_queues(self, workers: list[str]) -> dict[str, list[QueueSpec]]:
         """Worker -> the queues it consumes."""
@@ -233,6 +235,19 @@ def run_emergency(
     records.start(report)
     _audit(guard, "emergency_activated", actor, clean, emergency=report.id, grace_period=grace)
 
+    progress = _safe_progress(progress)
+    fleet = CeleryFleet(app) if app is not None else None
+    start_jobs: dict[str, dict[str, Any]] = {}
+    if fleet is None:
+        _warn(guard, report, "no Celery app given: workers were not paused, jobs not revoked")
+    else:
+        try:
+            # Pause first: the broker keeps what is queued while sessions are cleared.
+            start_jobs = _pause_fleet(guard, fleet, records, report)
+        except Exception as exc:  # the broker is down: the switch itself already holds
+            logger.exception("cannot reach the Celery workers")
+            _warn(guard, report, f"cannot reach the Celery workers ({exc}); nothing revoked")
+            fleet = None
     if invalidator is not None:
         try:
             result = invalidator.invalidate_non_admin()
@@ -240,16 +255,6 @@ def run_emergency(
             _audit(guard, "sessions_invalidated", actor, clean, **result.to_dict())
         except StoreUnavailable as exc:
             _warn(guard, report, f"sessions could not be invalidated: {exc}")
-    else:
-        report.sessions = None
-
-    progress = _safe_progress(progress)
-    fleet = CeleryFleet(app) if app is not None else None
-    start_jobs: dict[str, dict[str, Any]] = {}
-    if fleet is None:
-        _warn(guard, report, "no Celery app given: workers were not paused, jobs not revoked")
-    else:
-        start_jobs = _pause_fleet(guard, fleet, records, report)
     records.save_report(report)
 
     if fleet is None:
@@ -264,6 +269,16 @@ def run_emergency(
     )
     thread.start()
     return report
+
+
+def _registered_workers(guard: MaintenanceGuard) -> int | None:
+    """How many workers registered themselves (`install`), to stop waiting for pings."""
+    from .inflight import InflightRegistry
+
+    try:
+        return len(InflightRegistry(guard.store).workers()) or None
+    except (StoreUnavailable, InvalidInput):
+        return None
 
 
 def _safe_progress(progress: EmergencyProgress | None) -> EmergencyProgress | None:
@@ -283,7 +298,7 @@ def _safe_progress(progress: EmergencyProgress | None) -> EmergencyProgress | No
 def _pause_fleet(
     guard: MaintenanceGuard, fleet: CeleryFleet, records: EmergencyRecords, report: EmergencyReport
 ) -> dict[str, dict[str, Any]]:
-    report.workers = fleet.workers()
+    report.workers = fleet.workers(_registered_workers(guard))
     records.forget_workers(sorted(set(records.cancelled()) - set(report.workers)))
     if not report.workers:
         _warn(guard, report, "no Celery worker answered: nothing to pause or revoke")

@@ -103,7 +103,7 @@ def run_full_emergency(
     start_emergency_worker: Any,
 ) -> None:
     worker = start_emergency_worker(redis_broker, queue, name=f"em-{queue}", concurrency=3)
-    short_id = send(app, SHORT, "short", seconds=1.5)
+    short_id = send(app, SHORT, "short", seconds=3)
     long_id = send(app, SLEEPY, "long", seconds=120, note={"why": "report"})
     other_id = send(app, UNRECOVERABLE, "other", seconds=120)
     wait_for(lambda: {"short", "long", "other"} <= set(started(redis_client, key_prefix)), 30)
@@ -117,7 +117,7 @@ def run_full_emergency(
 
     report = guard.emergency(
         "data leak",
-        grace_period=3,
+        grace_period=5,
         kill_after=5,
         by="ops",
         celery_app=app,
@@ -133,7 +133,7 @@ def run_full_emergency(
     assert report.not_stopped == []
     assert report.consumers_cancelled == {worker.hostname: [queue]}
     assert report.seconds_to_gone is not None
-    assert ("grace", 3) in progress and progress[-1][1] == 0
+    assert ("grace", 3) in progress and progress[-1][1] == 0, progress
     # The task's SIGTERM cleanup ran; the long jobs never reached their end.
     assert redis_client.lrange(cleanup_key(key_prefix), 0, -1) == ["long"]
     assert "long" not in finished(redis_client, key_prefix)
@@ -499,3 +499,17 @@ def test_a_second_emergency_while_the_first_lasts_still_lets_workers_resume_afte
     assert checks is not None and checks["ok"], checks
     send(app, SHORT, "after", seconds=0.05)
     wait_for(lambda: "after" in finished(redis_client, key_prefix), 30)
+
+
+def test_emergency_with_the_broker_down_still_switches_and_says_nothing_was_revoked(
+    guard: MaintenanceGuard,
+) -> None:
+    unreachable = Celery("mg-down", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    try:
+        report = guard.emergency("leak", grace_period=0, celery_app=unreachable, sessions=False)
+    finally:
+        unreachable.close()
+    assert guard.current().mode is MaintenanceMode.EMERGENCY
+    assert report.phase == "done" and report.terminated == []
+    assert any("cannot reach the Celery workers" in w for w in report.warnings)
+    assert "emergency_warning" in [e.type for e in guard.events()]
