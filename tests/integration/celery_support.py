@@ -409,6 +409,21 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
             worker.stop()
 
 
+def wait_until_seen(guard: MaintenanceGuard, worker: WorkerProcess, timeout: float = 30) -> None:
+    """Wait until the worker's main process has seen the guard's current state version
+    (its presence record, written on each poll). A message a producer without the guard
+    publishes before that could legitimately run: the worker did not know yet."""
+    version = guard.current().version
+
+    def seen() -> bool:
+        for record in guard.store.read_presence().values():
+            if record.get("pid") == worker.process.pid and (record.get("version") or 0) >= version:
+                return True
+        return False
+
+    wait_for(seen, timeout=timeout)
+
+
 def runs(redis_client: redis.Redis, prefix: str) -> list[str]:
     """Every recorded run so far, in order."""
     return list(redis_client.lrange(runs_key(prefix), 0, -1))

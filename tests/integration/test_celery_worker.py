@@ -23,6 +23,7 @@ from tests.integration.celery_support import (
     runs,
     uninstall,
     wait_runs,
+    wait_until_seen,
 )
 
 broker = celery_support.broker
@@ -78,13 +79,14 @@ def test_no_guard_producer_message_is_deferred_and_replayed_once_after_maintenan
     key_prefix: str,
 ) -> None:
     queue = new_queue(broker)
-    start_worker(broker, queue)
+    worker = start_worker(broker, queue)
     # Three more processes' worth of replayers compete with the worker at the end.
     apps(broker, queue, own_guard=True)
     apps(broker, queue, own_guard=True)
     plain = apps(broker, queue, guarded=False)
 
     guard.enable("normal", reason="db upgrade", by="test")
+    wait_until_seen(guard, worker)
     plain.send_task("mgtest.caption", args=["no-guard-1"])
     plain.send_task("mgtest.caption", args=["no-guard-2"])
     plain.send_task("mgtest.read", args=["no-guard-read"])  # a read is not blocked
@@ -115,6 +117,7 @@ def test_reject_policy_drops_no_guard_message_without_running_or_parking_it(
     worker = start_worker(redis_broker, queue, worker_policy="reject")
     plain = apps(redis_broker, queue, guarded=False)
     guard.enable("normal", reason="db upgrade", by="test")
+    wait_until_seen(guard, worker)
     plain.send_task("mgtest.caption", args=["rejected"])
     wait_for(lambda: "rejected mgtest.caption" in worker.log(), timeout=30)
     plain.send_task("mgtest.read", args=["sentinel"])
@@ -159,9 +162,10 @@ def test_emergency_does_not_start_blocked_messages_even_from_before_it_began(
     key_prefix: str,
 ) -> None:
     queue = new_queue(redis_broker)
-    start_worker(redis_broker, queue)
+    worker = start_worker(redis_broker, queue)
     plain = apps(redis_broker, queue, guarded=False)
     guard.enable("emergency", reason="breach", by="test")
+    wait_until_seen(guard, worker)
     # Stamped as published by a guarded producer an hour ago: normal mode would run it.
     stamp = {"mg_published_at": repr(time.time() - 3600), "mg_guarded": "1"}
     plain.send_task("mgtest.caption", args=["stamped-before"], headers=stamp)
