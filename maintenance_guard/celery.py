@@ -249,12 +249,24 @@ def refuse_publish(
     guard.check(operation, surface="publish", target=name, normal_exempt=running_work)
 
 
+def _maintenance_off(guard: MaintenanceGuard) -> bool:
+    """The publish fast path: nothing is refused while maintenance is off, and a message
+    published now predates any maintenance that starts later, so it needs no running-work
+    mark either. Memory only; starts the guard's watcher on first use."""
+    guard.start()
+    return guard.current().mode is None
+
+
 def _patch_send_task(app: Celery, inst: Installation) -> None:
     original = app.send_task
 
     @functools.wraps(original)
     def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         policy = options.pop("on_maintenance", None)
+        if _maintenance_off(inst.guard):
+            if policy is not None:
+                check_policy(policy)
+            return original(name, args, kwargs, **options)
         task_type = options.get("task_type") or app._tasks.get(name)
         if policy is None:
             policy = getattr(task_type, "on_maintenance", None) or "refuse"
@@ -482,7 +494,13 @@ class GuardedTask(Task):  # type: ignore[misc]
                 f"{self.name} uses GuardedTask but install(app, guard) was not called"
             )
         policy = check_policy(options.pop("on_maintenance", None) or self.on_maintenance)
-        if getattr(_local, "checked", False) or getattr(_local, "replaying", False):
+        if self.operation is not None and self.operation not in inst.guard.catalog:
+            inst.guard.catalog.require(self.operation)  # a typo is an error even when off
+        if (
+            _maintenance_off(inst.guard)
+            or getattr(_local, "checked", False)
+            or getattr(_local, "replaying", False)
+        ):
             return super().apply_async(args, kwargs, **options)
         operation = inst.operation_of(self.name, self)
         running = _is_running_work(
