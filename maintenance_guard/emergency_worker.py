@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -24,7 +23,7 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
-from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING, CeleryFleet
+from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING
 from .emergency_records import EmergencyRecords, QueueSpec, json_safe
 from .errors import StoreUnavailable
 from .guard import MaintenanceGuard
@@ -73,14 +72,35 @@ def maintenance_guard_active(state: Any, **_: Any) -> dict[str, Any]:
 def maintenance_guard_running(
     state: Any, task_ids: list[str] | None = None, **_: Any
 ) -> dict[str, Any]:
-    """Which of ``task_ids`` still occupy a pool process (terminated or not)."""
+    """Which of ``task_ids`` still run in a live pool process (terminated or not).
+
+    A job whose process is dead (or a zombie the pool has not reaped yet) is gone, even
+    before the pool's own bookkeeping notices.
+    """
     wanted = set(task_ids or ())
     running = {
         task_id: pids[0] if pids else 0
         for task_id, pids, _pool in _pool_jobs(state)
-        if task_id in wanted
+        if task_id in wanted and (not pids or any(_alive(pid) for pid in pids))
     }
     return {"running": running}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pass
+        return True
 
 
 @inspect_command(name=CMD_KILL, args=[("task_ids", list)])  # type: ignore[untyped-decorator]
@@ -117,20 +137,31 @@ def refuse_terminated(records: EmergencyRecords) -> int:
     return len(ids)
 
 
-def resume_consumers(app: Any, records: EmergencyRecords, hostname: str) -> list[str]:
-    """Consume again the queues an emergency paused on ``hostname``."""
+def resume_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
+    """Consume again the queues an emergency paused on this worker.
+
+    Scheduled on the consumer's own event loop (as Celery's ``add_consumer`` command
+    does): broker connections are not shared with the calling thread.
+    """
+    hostname = consumer.hostname
     queues = records.cancelled().get(hostname) or []
     if not queues:
         return []
-    fleet = CeleryFleet(app, timeout=2.0)
-    resumed = [q.name for q in queues if fleet.add_consumer(hostname, q)]
-    if resumed:
-        records.mark_resumed(hostname, resumed)
-        logger.info(
-            "consuming again: %s",
-            ", ".join(resumed),
-            extra={"mg_event": "consumers_resumed", "mg_worker": hostname},
+    for q in queues:
+        consumer.call_soon(
+            consumer.add_task_queue,
+            q.name,
+            q.exchange or None,
+            q.exchange_type,
+            q.routing_key or None,
         )
+    resumed = [q.name for q in queues]
+    records.mark_resumed(hostname, resumed)
+    logger.info(
+        "consuming again: %s",
+        ", ".join(resumed),
+        extra={"mg_event": "consumers_resumed", "mg_worker": hostname},
+    )
     return resumed
 
 
@@ -194,15 +225,13 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     app.steps["consumer"].add(EmergencyPauseStep)
     main_pid = os.getpid()
 
-    def on_change(status: MaintenanceStatus, hostname: str) -> None:
+    def on_change(status: MaintenanceStatus, consumer: Any) -> None:
         if os.getpid() != main_pid:
             return  # a forked pool process; only the worker's main process acts
         try:
             refuse_terminated(records)
             if status.mode is not MaintenanceMode.EMERGENCY:
-                threading.Thread(
-                    target=resume_consumers, args=(app, records, hostname), daemon=True
-                ).start()
+                resume_consumers(consumer, records)
         except StoreUnavailable as exc:
             logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
 
@@ -211,19 +240,17 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
         if getattr(sender, "app", None) is not app:
             return
         main_pid = os.getpid()
-        hostname = sender.hostname
+        # Listen first, then look: a change between the two is never missed.
+        guard.add_listener(lambda status: on_change(status, sender))
         try:
             refuse_terminated(records)
             guard.refresh()
-            # During an emergency EmergencyPauseStep already stopped consumption.
-            if guard.current().mode is not MaintenanceMode.EMERGENCY and (
-                hostname in records.cancelled()
-            ):
-                # A restarted worker consumes its configured queues from the start.
-                records.mark_resumed(hostname, [q.name for q in records.cancelled()[hostname]])
+            if guard.current().mode is not MaintenanceMode.EMERGENCY:
+                # Paused by EmergencyPauseStep while starting, or before a restart: the
+                # emergency is over, consume (idempotent for queues already consumed).
+                resume_consumers(sender, records)
         except StoreUnavailable as exc:
             logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
-        guard.add_listener(lambda status: on_change(status, hostname))
 
     def on_revoked(
         sender: Any = None, request: Any = None, terminated: bool = False, **_: Any
