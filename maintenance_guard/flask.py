@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "SSE_MAX_AGE": 600.0,
     "DASHBOARD": True,
     "JOBS_CACHE_SECONDS": 1.0,
+    # Serve Prometheus metrics (maintenance_guard.metrics) at METRICS_PATH, unauthenticated.
+    "METRICS": False,
+    "METRICS_PATH": "/metrics",
     # Emergency: invalidate the non-admin Flask-Session sessions (SESSION_TYPE "redis");
     # a session is an admin's when this key of it is truthy.
     "INVALIDATE_SESSIONS": True,
@@ -157,6 +160,12 @@ class FlaskMaintenance:
         app.before_request(self.refuse_blocked_request)
         app.teardown_request(self._leave_admin_scope)
         app.register_blueprint(make_blueprint(self, dashboard=bool(self.config["DASHBOARD"])))
+        if self.config["METRICS"]:
+            from .metrics import mount_metrics
+
+            endpoint = mount_metrics(app, self.guard, str(self.config["METRICS_PATH"]))
+            exempt = tuple(self.config["EXEMPT_ENDPOINTS"] or ())
+            self.config["EXEMPT_ENDPOINTS"] = (*exempt, endpoint)  # scrapes never refused
 
     def _configure_sessions(self, app: Flask) -> None:
         guard = self.active_guard

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from maintenance_guard import MaintenanceGuard
 from maintenance_guard.inflight import InflightJob, InflightRegistry
-from maintenance_guard.metrics import instrument, mount_metrics, observe_drain, render
+from maintenance_guard.metrics import instrument, observe_drain, render
 from tests.e2e.flask_support import build_app, http, live_server, make_guard_for_app
 from tests.helpers import free_port, wait_for
 
@@ -37,8 +37,7 @@ def test_metrics_endpoint_shows_each_change_and_attempts_over_real_http(
     make_guard: Callable[..., MaintenanceGuard],
 ) -> None:
     guard = make_guard_for_app(make_guard)
-    app = build_app(guard, EXEMPT_ENDPOINTS=["static", "login", "maintenance_guard_metrics.*"])
-    mount_metrics(app, guard)
+    app = build_app(guard, METRICS=True)  # the extension mounts /metrics, exempt
     with live_server(app) as server:
 
         def scrape() -> str:
