@@ -509,6 +509,10 @@ def _finish(
     report.phase = "done"
     report.finished_at = time.time()
     records.save_report(report)
+    if report.seconds_to_gone is not None:
+        from .metrics import observe_revocation  # imported here, off the core's import path
+
+        observe_revocation(report.seconds_to_gone)
     _audit(
         guard,
         "emergency_completed",

@@ -245,8 +245,9 @@ def drain(
         elapsed = time.monotonic() - started
         if progress is not None:
             progress(jobs, elapsed)
-        if not jobs:
-            return DrainResult(True, elapsed)
-        if elapsed >= timeout:
-            return DrainResult(False, elapsed, jobs)
+        if not jobs or elapsed >= timeout:
+            from .metrics import observe_drain  # imported here: prometheus only when draining
+
+            observe_drain(elapsed)
+            return DrainResult(not jobs, elapsed, jobs)
         time.sleep(min(poll_interval, max(0.0, timeout - elapsed)) or poll_interval)

@@ -170,3 +170,23 @@ def test_multiprocess_mode_merges_worker_observations_into_the_web_scrape(
     assert sample(out, "maintenance_guard_revocation_seconds_count") == 2.0
     assert sample(out, "maintenance_guard_active") == 0.0  # fleet metrics still there
     assert os.listdir(tmp_path)  # the workers wrote their files there
+
+
+def test_drain_observes_its_duration_in_the_histogram(
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    from maintenance_guard.inflight import drain
+
+    guard = make_guard()
+    registry = instrument(guard)
+
+    def drains() -> float:
+        return sample(render(registry)[0].decode(), "maintenance_guard_drain_seconds_count") or 0.0
+
+    before = drains()
+    jobs = InflightRegistry(guard.store)
+    jobs.start(InflightJob("slow", "tasks.slow", "batch_operations", "w@h", 1, time.time()))
+    assert drain(guard, timeout=0).drained is False  # timed out: still observed
+    jobs.finish(["slow"])
+    assert drain(guard, timeout=5).drained is True
+    assert drains() == before + 2
