@@ -18,6 +18,8 @@ from maintenance_guard.metrics import instrument, observe_drain, render
 from tests.e2e.flask_support import build_app, http, live_server, make_guard_for_app
 from tests.helpers import free_port, wait_for
 
+MODES_AND_OFF = ("normal", "test", "emergency", "off")
+
 
 def sample(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in exposition text, or None if absent."""
@@ -48,6 +50,8 @@ def test_metrics_endpoint_shows_each_change_and_attempts_over_real_http(
         text = scrape()
         assert sample(text, "maintenance_guard_active") == 0.0
         assert sample(text, "maintenance_guard_store_up") == 1.0
+        changes = "maintenance_guard_state_changes_seen_total"  # process-wide counter
+        seen_before = {m: sample(text, changes, mode=m) or 0.0 for m in MODES_AND_OFF}
 
         guard.enable("normal", reason="db", by="alice")
         text = scrape()
@@ -93,16 +97,14 @@ def test_metrics_endpoint_shows_each_change_and_attempts_over_real_http(
         guard.disable(by="alice")
         text = wait_for(
             lambda: (
-                (t := scrape())
-                and sample(t, "maintenance_guard_state_changes_seen_total", mode="off") == 1.0
-                and t
+                (t := scrape()) and sample(t, changes, mode="off") == seen_before["off"] + 1 and t
             ),
             timeout=10,
         )
         assert isinstance(text, str)
         assert sample(text, "maintenance_guard_active") == 0.0
-        for mode in ("normal", "test", "emergency"):
-            assert sample(text, "maintenance_guard_state_changes_seen_total", mode=mode) == 1.0
+        for mode in MODES_AND_OFF:
+            assert sample(text, changes, mode=mode) == seen_before[mode] + 1
 
 
 def test_inflight_jobs_per_operation_and_drain_durations(
