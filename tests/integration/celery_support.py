@@ -324,6 +324,51 @@ class WorkerProcess:
 StartWorker = Callable[..., WorkerProcess]
 
 
+def spawn_worker(
+    app_module: str,
+    queue: str,
+    hostname: str,
+    *,
+    concurrency: int,
+    env: dict[str, str],
+    log_path: Path,
+    redis_url: str,
+    key_prefix: str,
+) -> WorkerProcess:
+    """Start ``celery -A app_module worker`` (prefork, its own process group) on ``queue``
+    and wait until its ``worker_ready`` hook registered this very process."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", app_module, "worker",
+                "-P", "prefork", "-c", str(concurrency), "-Q", queue, "-n", hostname,
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    worker = WorkerProcess(process, hostname, queue, log_path)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
+            info = client.hget(f"{{{key_prefix}}}:workers", hostname)
+            return bool(info) and json.loads(info).get("pid") == process.pid
+
+        wait_for(ready, timeout=60, interval=0.05)
+    except BaseException:
+        worker.stop()
+        raise
+    finally:
+        client.close()
+    return worker
+
+
 @pytest.fixture
 def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[StartWorker]:
     """Factory: start a prefork worker (concurrency 2) on ``queue``; all stopped afterwards.
@@ -356,50 +401,17 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         env.update(extra_env or {})
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    app_module,
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    str(concurrency),
-                    "-Q",
-                    queue,
-                    "-n",
-                    hostname,
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-l",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(process, hostname, queue, log_path)
+        worker = spawn_worker(
+            app_module,
+            queue,
+            hostname,
+            concurrency=concurrency,
+            env=env,
+            log_path=tmp_path / f"worker-{len(started)}.log",
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+        )
         started.append(worker)
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        try:
-
-            def ready() -> bool:
-                if process.poll() is not None:
-                    raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
-                info = client.hget(f"{{{key_prefix}}}:workers", hostname)
-                return bool(info) and json.loads(info).get("pid") == process.pid
-
-            wait_for(ready, timeout=60, interval=0.05)
-        finally:
-            client.close()
         return worker
 
     try:

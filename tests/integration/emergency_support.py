@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +23,7 @@ from celery import Celery
 
 from maintenance_guard.celery import GuardedTask
 from maintenance_guard.emergency_worker import cleanup_on_terminate
-from tests.helpers import wait_for
-from tests.integration.celery_support import Broker, WorkerProcess, make_app
+from tests.integration.celery_support import Broker, WorkerProcess, make_app, spawn_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,49 +128,17 @@ def start_emergency_worker(
             MG_EM_QUEUE=queue,
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
-        log_path = tmp_path / f"em-worker-{len(workers)}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tests.integration.emergency_support",
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    str(concurrency),
-                    "-Q",
-                    queue,
-                    "-n",
-                    hostname,
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-l",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(process, hostname, queue, log_path)
+        worker = spawn_worker(
+            "tests.integration.emergency_support",
+            queue,
+            hostname,
+            concurrency=concurrency,
+            env=env,
+            log_path=tmp_path / f"em-worker-{len(workers)}.log",
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+        )
         workers.append(worker)
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        try:
-
-            def ready() -> bool:
-                if process.poll() is not None:
-                    raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
-                return bool(client.hexists(f"{{{key_prefix}}}:workers", hostname))
-
-            wait_for(ready, timeout=60, interval=0.05)
-        finally:
-            client.close()
         return worker
 
     try:

@@ -9,25 +9,22 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 
 from maintenance_guard import MaintenanceGuard
 from tests.conftest import ROOT
-from tests.helpers import wait_for
 from tests.integration.celery_support import (
     AMQP_URL,
     Broker,
     WorkerProcess,
     amqp_available,
     make_app,
+    spawn_worker,
     uninstall,
 )
 
@@ -60,49 +57,17 @@ def rel_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[Star
             MG_REL_ACKS_LATE="1" if acks_late else "0",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
-        log_path = tmp_path / f"rel-worker-{len(started)}.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tests.reliability.worker_app",
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    str(concurrency),
-                    "-Q",
-                    queue,
-                    "-n",
-                    hostname,
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "-l",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = WorkerProcess(process, hostname, queue, log_path)
+        worker = spawn_worker(
+            "tests.reliability.worker_app",
+            queue,
+            hostname,
+            concurrency=concurrency,
+            env=env,
+            log_path=tmp_path / f"rel-worker-{len(started)}.log",
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+        )
         started.append(worker)
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        try:
-
-            def ready() -> bool:
-                if process.poll() is not None:
-                    raise AssertionError(f"worker exited early:\n{worker.log()[-3000:]}")
-                return bool(client.hexists(f"{{{key_prefix}}}:workers", hostname))
-
-            wait_for(ready, timeout=60, interval=0.05)
-        finally:
-            client.close()
         return worker
 
     try:
