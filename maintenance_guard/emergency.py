@@ -524,28 +524,21 @@ def _finish(
         not_stopped=len(report.not_stopped),
         seconds_to_gone=report.seconds_to_gone,
     )
-    logger.warning(
-        "emergency %s: %d finished in grace, %d terminated, %d could not be stopped",
-        report.id,
-        len(report.finished_in_grace),
-        len(report.terminated),
-        len(report.not_stopped),
-        extra={"mg_event": "emergency_completed", "mg_emergency": report.id},
-    )
-    return report
+    return report  # the audit event above is also the log line (events.log_audit_event)
 
 
 def _audit(guard: MaintenanceGuard, type_: str, actor: str, reason: str, **extra: Any) -> None:
     try:
         guard.store.append_event(event_fields(type_, actor=actor, reason=reason, **extra))
     except StoreUnavailable as exc:
-        logger.warning("cannot write audit event %s: %s", type_, exc, extra={"mg_event": type_})
+        logger.warning(
+            "cannot write audit event %s (%s): %s", type_, reason, exc, extra={"mg_event": type_}
+        )
 
 
 def _warn(guard: MaintenanceGuard, report: EmergencyReport | None, message: str) -> None:
     if report is not None:
         report.warnings.append(message)
-    logger.warning(message, extra={"mg_event": "emergency_warning"})
     _audit(guard, "emergency_warning", "maintenance-guard", message)
 
 
