@@ -82,12 +82,15 @@ def main() -> None:
     refusal_us: list[float] = []
     with cleaned(prefix) as client:
         guard = MaintenanceGuard.from_url(redis_url(), key_prefix=prefix)
-        bare = Publisher(False, prefix, queue)
-        guarded = Publisher(True, prefix, queue)
-        try:
-            for side in (bare, guarded):  # warm-up
-                side.run("publish", batch)
-            for r in range(args.rounds):
+        # A fresh pair of processes every round: a process's own speed (memory layout,
+        # hash seeds) differs by several percent, so one long-lived pair would bias every
+        # round the same way; the median over fresh pairs does not.
+        for r in range(args.rounds):
+            bare = Publisher(False, prefix, queue)
+            guarded = Publisher(True, prefix, queue)
+            try:
+                for side in (bare, guarded):  # warm-up
+                    side.run("publish", batch)
                 guarded.sync(guard.disable(by="bench").version)
                 t_bare = t_guarded = 0.0
                 bare.cpu = guarded.cpu = 0.0
@@ -130,9 +133,9 @@ def main() -> None:
                     f"(CPU {cpu_ratios[-1]:.3f}), refusal "
                     f"{refusal_x[-1]:.0f}x faster"
                 )
-        finally:
-            bare.close()
-            guarded.close()
+            finally:
+                bare.close()
+                guarded.close()
             guard.disable(by="bench")
             guard.stop(timeout=2)
             client.delete(queue)
