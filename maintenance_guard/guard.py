@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
 from .events import AttemptRecorder
-from .inputs import clean_actor, clean_reason, parse_duration
+from .inputs import clean_actor, clean_note, clean_reason, parse_duration
 from .modes import (
     MaintenanceMode,
     Operation,
@@ -338,7 +338,7 @@ class MaintenanceGuard:
     def disable(self, by: str | None = None, reason: str = "") -> MaintenanceStatus:
         """Switch maintenance off for the whole fleet; a no-op if it is already off."""
         actor = clean_actor(by)
-        note = clean_text_optional(reason)
+        note = clean_note(reason)
         now = self._clock()
         new = replace(INACTIVE, changed_at=now)
         previous: list[MaintenanceMode | None] = []
@@ -703,13 +703,6 @@ class MaintenanceGuard:
                 exc,
                 extra={"mg_event": "store_error", "mg_errors": self.store_errors},
             )
-
-
-def clean_text_optional(value: object) -> str:
-    """An optional free-text note (same rules as a reason, may be empty)."""
-    from .inputs import MAX_REASON_LENGTH, clean_text
-
-    return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH, required=False)
 
 
 def _presence_member() -> str:

@@ -45,6 +45,11 @@ def clean_reason(value: object) -> str:
     return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH)
 
 
+def clean_note(value: object) -> str:
+    """An optional free-text note for the audit log: a reason's rules, but may be empty."""
+    return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH, required=False)
+
+
 def clean_actor(value: object) -> str:
     """Who made a change; defaults to 'unknown' when not given."""
     text = clean_text(value, what="actor name", max_length=MAX_ACTOR_LENGTH, required=False)
