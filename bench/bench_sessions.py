@@ -44,7 +44,9 @@ def main() -> None:
         result = SessionInvalidator(client, prefix).invalidate_non_admin()
         seconds = time.perf_counter() - started
         left = sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=5000))
-        assert result.scanned == args.n, result
+        # SCAN may return a key twice while Redis rehashes (other clients writing), so
+        # "scanned" can exceed n; what must hold exactly is below.
+        assert result.scanned >= args.n, result
         assert result.invalidated == args.n - admins and left == admins, (result, left)
         print(f"sessions scanned:      {result.scanned}")
         print(f"invalidated (non-admin): {result.invalidated}; admin kept: {result.kept_admin}")
