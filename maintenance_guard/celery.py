@@ -534,13 +534,16 @@ class GuardedTask(Task):  # type: ignore[misc]
 # ---------------------------------------------------------------------- worker side
 
 
-def worker_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> str:
+def worker_verdict(
+    inst: Installation, name: str, headers: dict[str, Any], *, dry_run: bool = False
+) -> str:
     """``"run"``, ``"defer"`` or ``"reject"`` for a message the worker received now.
 
     Normal mode runs messages published before maintenance began (by their
     ``mg_published_at`` stamp) and running work; a message without the stamp was
     published by a producer without the guard at an unknown time and is not run while
-    its operation is blocked. Emergency mode runs no blocked message.
+    its operation is blocked. Emergency mode runs no blocked message. ``dry_run``
+    decides without counting or recording the attempt.
     """
     guard = inst.guard
     status = guard.current()
@@ -555,6 +558,12 @@ def worker_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> st
         return "run"
     if status.mode is MaintenanceMode.TEST and headers.get(HEADER_GUARDED) == "1" and not before:
         return "run"  # test mode recorded this attempt at its (guarded) publish already
+    if dry_run:
+        if operation is None:
+            blocked = status.mode is MaintenanceMode.EMERGENCY
+        else:
+            blocked = guard.is_blocked(operation)
+        return inst.worker_policy if blocked else "run"
     try:
         guard.check(operation, surface="worker", target=name, normal_exempt=running_work or before)
     except MaintenanceActive:
@@ -639,6 +648,12 @@ def _hold_back(
 
 def _safe_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> str:
     try:
+        if worker_verdict(inst, name, headers, dry_run=True) != "run":
+            # Holding back costs Redis writes anyway: first make sure the verdict is not
+            # based on a stale view (a replayer that saw maintenance end publishes before
+            # this worker's notification arrives; parking its message again would run it
+            # out of order).
+            inst.guard.refresh()
         return worker_verdict(inst, name, headers)
     except Exception:  # the guard must never take the worker down
         logger.exception("maintenance re-check failed for %s; running it", name)

@@ -77,8 +77,7 @@ def make_app(
         maintenance_guard_redis_url=redis_url,
         maintenance_guard_key_prefix=prefix,
         maintenance_guard_task_operations=dict(TASK_PATTERNS),
-        maintenance_guard_poll_interval=0.2,
-        **{f"maintenance_guard_{k}": v for k, v in guard_conf.items()},
+        **{f"maintenance_guard_{k}": v for k, v in {"poll_interval": 0.2, **guard_conf}.items()},
     )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 

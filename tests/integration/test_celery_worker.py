@@ -178,6 +178,31 @@ def test_emergency_does_not_start_blocked_messages_even_from_before_it_began(
     wait_runs(redis_client, key_prefix, ["stamped-before", "read-in-emergency"])
 
 
+def test_a_worker_with_a_stale_view_reads_the_store_before_holding_a_message_back(
+    redis_broker: Broker,
+    start_worker: StartWorker,
+    apps: Callable[..., Celery],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+    key_prefix: str,
+) -> None:
+    """A replayer or producer may see maintenance end before the worker's notification
+    arrives; the worker must not park (and so reorder) a message on its stale view."""
+    queue = new_queue(redis_broker)
+    guard.enable("normal", reason="db upgrade", by="test")
+    worker = start_worker(redis_broker, queue, poll_interval=30)  # no poll during the test
+    wait_until_seen(guard, worker)
+    # Maintenance ends without a notification reaching the worker (a late pub/sub message).
+    store = guard.store
+    redis_client.hset(store.state_key, "mode", "")  # type: ignore[attr-defined]
+    redis_client.hincrby(store.state_key, "version", 1)  # type: ignore[attr-defined]
+    plain = apps(redis_broker, queue, guarded=False)
+    plain.send_task("mgtest.caption", args=["after-the-end"])
+    wait_runs(redis_client, key_prefix, ["after-the-end"], timeout=15)  # well before a poll
+    assert len(DeferredQueue(guard.store)) == 0
+    assert not [e for e in guard.events() if e.type.startswith("worker_")]
+
+
 def test_retry_of_a_running_job_is_allowed_in_normal_mode(
     redis_broker: Broker,
     start_worker: StartWorker,
