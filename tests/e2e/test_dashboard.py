@@ -6,34 +6,26 @@ page follows live, without a reload; a blocked page shows the reason escaped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from maintenance_guard import MaintenanceGuard
+from tests.e2e.chromium import launched_chromium, require_chromium
 from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 XSS_REASON = '<script>window.__xss = 1</script><img src=x onerror="window.__xss=2"> DB upgrade'
 
 pytestmark = pytest.mark.e2e
 
-sync_api = pytest.importorskip("playwright.sync_api")
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed at /usr/bin/chromium", allow_module_level=True)
+require_chromium()
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
