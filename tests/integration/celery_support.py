@@ -323,6 +323,22 @@ class WorkerProcess:
 StartWorker = Callable[..., WorkerProcess]
 
 
+def worker_env(
+    broker: Broker, redis_url: str, key_prefix: str, queue: str, guard_conf: dict[str, Any]
+) -> dict[str, str]:
+    """The environment from which this module's test app (``make_app``) is built in a worker."""
+    env = dict(os.environ)
+    env.update(
+        MG_WORKER_BROKER=broker.url,
+        MG_WORKER_REDIS_URL=redis_url,
+        MG_WORKER_PREFIX=key_prefix,
+        MG_WORKER_QUEUE=queue,
+        MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return env
+
+
 def spawn_worker(
     app_module: str,
     queue: str,
@@ -390,15 +406,7 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
         **guard_conf: Any,
     ) -> WorkerProcess:
         hostname = f"{name or queue}@{socket.gethostname()}"
-        env = dict(os.environ)
-        env.update(
-            MG_WORKER_BROKER=broker.url,
-            MG_WORKER_REDIS_URL=redis_url,
-            MG_WORKER_PREFIX=key_prefix,
-            MG_WORKER_QUEUE=queue,
-            MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
-            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        )
+        env = worker_env(broker, redis_url, key_prefix, queue, guard_conf)
         env.update(extra_env or {})
         worker = spawn_worker(
             app_module,

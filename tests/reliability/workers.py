@@ -6,8 +6,6 @@ of worker name, so a test can kill a worker and start another on the same queue.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,6 @@ import pytest
 from celery import Celery
 
 from maintenance_guard import MaintenanceGuard
-from tests.conftest import ROOT
 from tests.integration.celery_support import (
     AMQP_URL,
     Broker,
@@ -26,6 +23,7 @@ from tests.integration.celery_support import (
     make_app,
     spawn_worker,
     uninstall,
+    worker_env,
 )
 
 StartRelWorker = Callable[..., WorkerProcess]
@@ -47,16 +45,8 @@ def rel_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[Star
         **guard_conf: Any,
     ) -> WorkerProcess:
         hostname = f"{name}@{socket.gethostname()}"
-        env = dict(os.environ)
-        env.update(
-            MG_WORKER_BROKER=broker.url,
-            MG_WORKER_REDIS_URL=redis_url,
-            MG_WORKER_PREFIX=key_prefix,
-            MG_WORKER_QUEUE=queue,
-            MG_WORKER_GUARD_CONF=json.dumps(guard_conf),
-            MG_REL_ACKS_LATE="1" if acks_late else "0",
-            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        )
+        env = worker_env(broker, redis_url, key_prefix, queue, guard_conf)
+        env["MG_REL_ACKS_LATE"] = "1" if acks_late else "0"
         worker = spawn_worker(
             "tests.reliability.worker_app",
             queue,
