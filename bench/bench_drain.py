@@ -12,10 +12,19 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 
-from .common import ROOT, cleaned, emit, median, note, parse_args, redis_url, unique_prefix
+from .common import (
+    ROOT,
+    cleaned,
+    emit,
+    median,
+    note,
+    parse_args,
+    redis_url,
+    start_bench_worker,
+    unique_prefix,
+)
 
 
 def main() -> None:
@@ -34,34 +43,7 @@ def main() -> None:
         env = dict(os.environ)
         env["MGBENCH_GUARDED"] = "1"
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.celery_app",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                "4",
-                "-Q",
-                queue,
-                "-l",
-                "warning",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{prefix}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        worker = start_bench_worker(queue, f"{prefix}@%h", 4, env)
         try:
             for r in range(args.rounds):
                 guard.disable(by="bench")

@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
-from .common import ROOT, cleaned, emit, median, note, parse_args, unique_prefix
+from .common import ROOT, cleaned, emit, median, note, parse_args, start_bench_worker, unique_prefix
 
 
 class Worker:
@@ -31,34 +30,7 @@ class Worker:
         env["MGBENCH_GUARDED"] = "1" if guarded else "0"
         env["MGBENCH_PREFIX"] = prefix
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "bench.celery_app",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                "2",
-                "-Q",
-                self.queue,
-                "-l",
-                "warning",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{prefix}-{self.side}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = start_bench_worker(self.queue, f"{prefix}-{self.side}@%h", 2, env)
 
     def batch(self, n: int, staging: str) -> float:
         """Tasks per second over one batch of ``n`` no-op tasks (0: just wait until up)."""

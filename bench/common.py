@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,24 @@ def cleaned(prefix: str) -> Iterator[redis.Redis]:
     finally:
         delete_prefix(client, prefix)
         client.close()
+
+
+def start_bench_worker(
+    queue: str, hostname: str, concurrency: int, env: dict[str, str]
+) -> subprocess.Popen[str]:
+    """A prefork ``celery worker`` of ``bench.celery_app`` (stderr piped for diagnostics)."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
+            "-P", "prefork", "-c", str(concurrency), "-Q", queue, "-l", "warning",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", hostname,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
 
 
 def median(values: Sequence[float]) -> float:
