@@ -28,6 +28,10 @@ class ConcurrentChange(MaintenanceGuardError):
     """A compare-and-set on the state lost to another change."""
 
 
+class ChangeTooEarly(ConcurrentChange):
+    """A timed change (an auto-end) was refused: Redis' clock says its time has not come."""
+
+
 class MaintenanceActive(MaintenanceGuardError):
     """Raised when maintenance refuses an operation; the one exception callers catch.
 

@@ -91,12 +91,23 @@ class AttemptRecorder:
         self._pending: list[_Pending] = []
         self._returned: list[AttemptRecord] = []
         self.dropped_records = 0
+        # Attempts counted or recorded by this process, and test records flushed: a
+        # presence record carries both, so a report can tell a process that ended
+        # without flushing (see `MaintenanceGuard.stop`).
+        self.total = 0
+        self.flushed = 0
 
     def count(self, surface: str, operation: str | None, kind: str = "blocked") -> None:
         """Count one attempt (``kind`` is ``blocked`` or ``would_block``)."""
         field = counter_field(surface, operation, kind)
         with self._lock:
             self._counts[field] += 1
+            self.total += 1
+
+    def note_flushed(self, records: int) -> None:
+        """``records`` test records reached the store."""
+        with self._lock:
+            self.flushed += records
 
     def record(
         self,
@@ -119,6 +130,7 @@ class AttemptRecorder:
             would_block_emergency,
         )
         with self._lock:
+            self.total += 1
             if len(self._pending) + len(self._returned) < self.MAX_BUFFERED_RECORDS:
                 self._pending.append(item)
                 return

@@ -8,6 +8,7 @@ time, restores a state that Redis lost, and flushes attempt counters.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -21,7 +22,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
+from .errors import (
+    ChangeTooEarly,
+    ConcurrentChange,
+    InvalidInput,
+    MaintenanceActive,
+    StoreUnavailable,
+)
 from .events import AttemptRecorder
 from .inputs import clean_actor, clean_note, clean_reason, parse_duration
 from .modes import (
@@ -34,12 +41,17 @@ from .modes import (
 )
 from .settings import GuardSettings
 from .status import INACTIVE, MaintenanceStatus
-from .store import AuditEvent, RedisStore, StateStore, event_fields
+from .store import SERVER_TIME, AuditEvent, RedisStore, StateStamp, StateStore, event_fields
 
 logger = logging.getLogger("maintenance_guard")
 
 Clock = Callable[[], float]
 ChangeListener = Callable[[MaintenanceStatus], None]
+PeriodicTask = Callable[[], None]
+StateCheck = Callable[[MaintenanceStatus | None], None]
+
+# A clock reading whose round trip took longer than this is too uncertain to correct by.
+MAX_CLOCK_SAMPLE_RTT = 0.25
 
 # Set while the current request/task acts for an admin (see `MaintenanceGuard.admin_bypass`).
 _ADMIN_SCOPE: ContextVar[bool] = ContextVar("maintenance_guard_admin_scope", default=False)
@@ -60,6 +72,10 @@ class _Snapshot:
     @property
     def mode(self) -> MaintenanceMode | None:
         return self.status.mode
+
+    @property
+    def stamp(self) -> StateStamp:
+        return StateStamp(self.status.generation, self.status.version)
 
 
 class MaintenanceGuard:
@@ -101,6 +117,10 @@ class MaintenanceGuard:
         # Shown in the process presence record; adapters set "worker", "web", ...
         self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or _default_role()
         self._listeners: list[ChangeListener] = []
+        # [task, every (s), next due (monotonic)]; run by the watcher after each poll.
+        self._periodic: list[list[Any]] = []
+        # Seconds to add to ``clock`` to read Redis' clock (measured at every poll).
+        self._clock_offset = 0.0
         # Set by `install` (Celery) and `emergency.configure_sessions`; used by `emergency`.
         self.celery_app: Any = None
         self.session_invalidator: Any = None
@@ -111,6 +131,8 @@ class MaintenanceGuard:
         self.refresh()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        # Buffered attempt counts and test records reach the store when the process ends.
+        atexit.register(_flush_at_exit, ref)
 
     @classmethod
     def from_url(cls, url: str | None = None, **settings: Any) -> MaintenanceGuard:
@@ -141,7 +163,7 @@ class MaintenanceGuard:
         snap = self._snapshot
         if snap.status.mode is None or is_admin or _ADMIN_SCOPE.get():
             return False
-        if snap.end_at is not None and self._clock() >= snap.end_at:
+        if snap.end_at is not None and self.now() >= snap.end_at:
             return False
         return operation in snap.blocked
 
@@ -173,7 +195,7 @@ class MaintenanceGuard:
         mode = snap.status.mode
         if mode is None or is_admin or _ADMIN_SCOPE.get():
             return
-        if snap.end_at is not None and self._clock() >= snap.end_at:
+        if snap.end_at is not None and self.now() >= snap.end_at:
             return
         if mode is not MaintenanceMode.TEST and name is not None and name not in snap.blocked:
             return
@@ -233,7 +255,7 @@ class MaintenanceGuard:
             message = self.catalog.info(operation).message
         else:
             message = status.message or "This operation is unavailable during maintenance."
-        now = self._clock()
+        now = self.now()
         return MaintenanceActive(
             operation,
             status.mode.value if status.mode else "",
@@ -245,9 +267,15 @@ class MaintenanceGuard:
     def current(self) -> MaintenanceStatus:
         """The in-memory state (no I/O, no job count); expired auto-end reads as inactive."""
         snap = self._snapshot
-        if snap.end_at is not None and self._clock() >= snap.end_at:
-            return replace(INACTIVE, version=snap.status.version)
+        if snap.end_at is not None and self.now() >= snap.end_at:
+            return replace(INACTIVE, version=snap.status.version, generation=snap.status.generation)
         return snap.status
+
+    def now(self) -> float:
+        """Epoch seconds on Redis' clock: this process's clock corrected by the offset
+        measured at each poll (so a process whose clock is off decides times as the
+        fleet does). Memory only."""
+        return self._clock() + self._clock_offset
 
     @property
     def state_known(self) -> bool:
@@ -264,9 +292,9 @@ class MaintenanceGuard:
         if not self._watching:
             self.refresh()
         status = self.current()
-        if with_jobs and status.is_active:
+        if with_jobs:
             try:
-                status = status.with_jobs(self.store.count_inflight(self._clock()))
+                status = status.with_jobs(self.store.count_inflight(self.now()))
             except StoreUnavailable as exc:
                 self._note_store_error(exc)
         return status
@@ -286,7 +314,28 @@ class MaintenanceGuard:
         ``duration`` (seconds or text like ``1h30m``) sets the announced end; with
         ``auto_end`` maintenance ends by itself then. ``operations`` narrows what normal
         mode blocks. Returns the new state once written; this process sees it at once.
+        Start and end times come from Redis' clock.
         """
+        return self.write_enabled(
+            mode, reason, duration, by, auto_end=auto_end, operations=operations
+        )
+
+    def write_enabled(
+        self,
+        mode: MaintenanceMode | str,
+        reason: str,
+        duration: int | str | None = None,
+        by: str | None = None,
+        *,
+        auto_end: bool = False,
+        operations: Iterable[str | Operation] | None = None,
+        emergency_id: str | None = None,
+        check: StateCheck | None = None,
+    ) -> MaintenanceStatus:
+        """`enable` for services built on the guard: ``emergency_id`` marks the state as
+        owned by that emergency run (None keeps the id of a running emergency when the
+        mode stays emergency); ``check(old)`` may raise to refuse the change (it is
+        called with the state the compare-and-set is based on)."""
         parsed_mode = MaintenanceMode.parse(mode)
         clean = clean_reason(reason)
         seconds = None if duration is None else parse_duration(duration)
@@ -302,45 +351,49 @@ class MaintenanceGuard:
                 raise InvalidInput("operations must name at least one operation")
             if parsed_mode is MaintenanceMode.EMERGENCY:
                 raise InvalidInput("emergency mode blocks every operation; omit operations")
-        now = self._clock()
-        new = MaintenanceStatus(
-            mode=parsed_mode,
-            reason=clean,
-            started_at=now,
-            estimated_duration=seconds,
-            enabled_by=actor,
-            auto_end=auto_end,
-            blocked_operations=requested,
-            changed_at=now,
-        )
 
-        def event_type(old: MaintenanceStatus | None) -> str:
+        def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
+            owner = emergency_id
+            if owner is None:
+                keep = old is not None and old.mode is MaintenanceMode.EMERGENCY
+                owner = old.emergency_id if keep and old is not None else ""
+            if parsed_mode is not MaintenanceMode.EMERGENCY:
+                owner = ""
+            return MaintenanceStatus(
+                mode=parsed_mode,
+                reason=clean,
+                estimated_duration=seconds,
+                enabled_by=actor,
+                auto_end=auto_end,
+                blocked_operations=requested,
+                emergency_id=owner,
+            )
+
+        def make_event(old: MaintenanceStatus | None) -> dict[str, str]:
             if old is None or not old.is_active:
-                return "enabled"
-            return "mode_changed" if old.mode is not parsed_mode else "updated"
-
-        status = self._write(
-            new,
-            lambda old: event_fields(
-                event_type(old),
+                kind = "enabled"
+            else:
+                kind = "mode_changed" if old.mode is not parsed_mode else "updated"
+            return event_fields(
+                kind,
                 actor=actor,
                 reason=clean,
-                at=now,
+                at=SERVER_TIME,
                 mode=parsed_mode.value,
                 previous_mode=old.mode.value if old and old.mode else "",
                 duration=seconds,
                 auto_end=auto_end,
                 operations=list(requested) or None,
-            ),
-        )
-        return status  # the store logs the audit event (events.log_audit_event)
+                emergency=emergency_id or None,
+            )
+
+        # the store logs the audit event (events.log_audit_event)
+        return self.change_state(make_new, make_event, check=check)
 
     def disable(self, by: str | None = None, reason: str = "") -> MaintenanceStatus:
         """Switch maintenance off for the whole fleet; a no-op if it is already off."""
         actor = clean_actor(by)
         note = clean_note(reason)
-        now = self._clock()
-        new = replace(INACTIVE, changed_at=now)
         previous: list[MaintenanceMode | None] = []
 
         def disabled_event(old: MaintenanceStatus | None) -> dict[str, str]:
@@ -349,12 +402,14 @@ class MaintenanceGuard:
                 "disabled",
                 actor=actor,
                 reason=note,
-                at=now,
+                at=SERVER_TIME,
                 previous_mode=old.mode.value if old and old.mode else "",
             )
 
-        status = self._write(
-            new, disabled_event, skip_if=lambda old: old is None or not old.is_active
+        status = self.change_state(
+            lambda old: INACTIVE,
+            disabled_event,
+            skip_if=lambda old: old is None or not old.is_active,
         )
         if previous and previous[-1] is MaintenanceMode.EMERGENCY:
             from .emergency import after_disable
@@ -433,6 +488,12 @@ class MaintenanceGuard:
         except ValueError:
             pass
 
+    def add_periodic(self, task: PeriodicTask, every: float) -> None:
+        """Call ``task()`` from the watcher thread about every ``every`` seconds (after a
+        poll; at most once a poll). Exceptions are logged, never raised."""
+        self._periodic.append([task, every, 0.0])
+        self.start()
+
     # ------------------------------------------------------------------ sync
 
     def refresh(self, *, raise_errors: bool = False) -> MaintenanceStatus:
@@ -470,18 +531,18 @@ class MaintenanceGuard:
             thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the watcher and flush buffered counters."""
+        """Stop the watcher, flush buffered counters and records, and say so in this
+        process's presence record (a validation report tells a clean exit from a crash)."""
         self._stop_event.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        was_watching = self._watching
         self._watching = False
         self._thread = None
         self.flush()
-        try:
-            self.store.remove_presence(_presence_member())
-        except StoreUnavailable:
-            pass
+        if was_watching or self._recorder.total:
+            self._record_presence(exited=True)
 
     def flush(self) -> None:
         """Write buffered attempt counters and test records to the store now.
@@ -498,6 +559,8 @@ class MaintenanceGuard:
             except StoreUnavailable as exc:
                 self._recorder.put_back(counts, records)
                 self._note_store_error(exc)
+                return
+            self._recorder.note_flushed(len(records))
 
     # ------------------------------------------------------------------ internals
 
@@ -542,28 +605,45 @@ class MaintenanceGuard:
             read_at = self._installs
         with self._install_lock:
             old = self._snapshot
-            if old.known and stored.version == old.status.version and stored.mode == old.mode:
+            same_history = stored.generation == old.status.generation
+            if (
+                old.known
+                and same_history
+                and stored.version == old.status.version
+                and stored.mode == old.mode
+            ):
                 return
-            if old.known and stored.version < old.status.version and read_at < self._installs:
+            if (
+                old.known
+                and same_history
+                and stored.version < old.status.version
+                and read_at < self._installs
+            ):
                 # A read that raced a newer install (watcher vs. admin call): installing it
                 # would move this process back in time. A lower version read after the last
-                # install is real (the store restarted empty) and is installed.
+                # install, or one of another history (the store restarted empty), is real.
                 return
             self._snapshot = self._snapshot_of(stored)
             self._installs += 1
-        if old.known and stored.version != old.status.version:
+        if old.known and self._snapshot.stamp != old.stamp:
             for listener in list(self._listeners):
                 try:
                     listener(self._snapshot.status)
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
 
-    def _write(
+    def change_state(
         self,
-        new: MaintenanceStatus,
+        make_new: Callable[[MaintenanceStatus | None], MaintenanceStatus],
         make_event: Callable[[MaintenanceStatus | None], dict[str, str]],
+        *,
         skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
+        check: StateCheck | None = None,
     ) -> MaintenanceStatus:
+        """Compare-and-set the stored state: ``make_new(old)`` and ``make_event(old)`` are
+        built from the state read just before the write, retried if another change lands
+        in between. ``started_at`` and ``changed_at`` are stamped with Redis' clock.
+        Returns the current state as this process now sees it."""
         for _attempt in range(20):
             read_at = self._installs
             old = self.store.load_state()
@@ -571,9 +651,15 @@ class MaintenanceGuard:
                 if old is not None:
                     self._install(old, read_at)
                 return self.current()
+            if check is not None:
+                check(old)
             expected = old.version if old is not None else 0
+            fields = dict(make_new(old).to_fields())
+            fields["changed_at"] = SERVER_TIME
+            if fields.get("mode"):
+                fields["started_at"] = SERVER_TIME
             try:
-                stored = self.store.change_state(new.to_fields(), make_event(old), expected)
+                stored = self.store.change_state(fields, make_event(old), expected)
             except ConcurrentChange:
                 continue
             self._install(stored, read_at)
@@ -600,18 +686,24 @@ class MaintenanceGuard:
 
     def _auto_end(self) -> None:
         snap = self._snapshot
+        if snap.end_at is None:
+            return
         event = event_fields(
             "auto_ended",
             actor="maintenance-guard",
             reason="the announced end time passed (auto_end)",
+            at=SERVER_TIME,
             previous_mode=snap.mode.value if snap.mode else "",
         )
+        fields = dict(INACTIVE.to_fields())
+        fields["changed_at"] = SERVER_TIME
         try:
+            # Redis' clock decides: a process whose clock runs ahead cannot end it early.
             stored = self.store.change_state(
-                replace(INACTIVE, changed_at=self._clock()).to_fields(),
-                event,
-                expected_version=snap.status.version,
+                fields, event, expected_version=snap.status.version, not_before=snap.end_at
             )
+        except ChangeTooEarly:
+            return  # this process's clock estimate was a little ahead; try at the next poll
         except ConcurrentChange:
             self.refresh()  # another process ended or changed it first
             return
@@ -624,6 +716,7 @@ class MaintenanceGuard:
         subscription = None
         interval = self.settings.poll_interval
         next_poll = 0.0
+        next_auto_end = 0.0
         stop = self._stop_event
         while not stop.is_set():
             now = time.monotonic()
@@ -634,10 +727,10 @@ class MaintenanceGuard:
                 except StoreUnavailable as exc:
                     self._note_store_error(exc)
                     stop.wait(min(interval, 0.5))
-            version: int | None = None
+            stamp: StateStamp | None = None
             if subscription is not None:
                 try:
-                    version = subscription.wait(max(0.0, min(next_poll - now, interval)))
+                    stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
                 except StoreUnavailable as exc:
                     self._note_store_error(exc)
                     subscription.close()
@@ -645,50 +738,82 @@ class MaintenanceGuard:
                     continue
             if stop.is_set():
                 break
-            if version is not None and version != self._snapshot.status.version:
+            if stamp is not None and stamp != self._snapshot.stamp:
                 self.refresh()
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + interval
                 self._poll()
                 self.flush()
+                self._run_periodic()
             snap = self._snapshot
-            if snap.end_at is not None and self._clock() >= snap.end_at:
+            if (
+                snap.end_at is not None
+                and self.now() >= snap.end_at
+                and time.monotonic() >= next_auto_end
+            ):
+                next_auto_end = time.monotonic() + min(interval, 0.2)
                 self._auto_end()
         if subscription is not None:
             subscription.close()
 
     def _poll(self) -> None:
+        """One round trip: the stored stamp, Redis' clock (to correct this process's
+        clock by) and this process's presence record."""
+        sent = self._clock()
         try:
-            version = self.store.load_version()
+            result = self.store.poll(_presence_member(), self._presence_fields(sent))
         except StoreUnavailable as exc:
             self._note_store_error(exc)
             return
+        received = self._clock()
+        if received - sent <= MAX_CLOCK_SAMPLE_RTT:
+            self._clock_offset = result.server_time - (sent + received) / 2
         snap = self._snapshot
-        if version is None:
+        if result.stamp is None:
             if snap.known and snap.status.is_active:
                 self._restore_lost_state()
-            elif not snap.known:
-                self.refresh()
-        elif version != snap.status.version or not snap.known:
+            elif not snap.known or snap.status.generation:
+                self.refresh()  # never read, or the store restarted empty
+        elif result.stamp != snap.stamp or not snap.known:
             self.refresh()
-        self._record_presence()
 
-    def _record_presence(self) -> None:
-        # One write a poll, so a validation report can tell which version each live
-        # process has seen (see validation.py).
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for entry in list(self._periodic):
+            task, every, due = entry
+            if now < due:
+                continue
+            entry[2] = now + every
+            try:
+                task()
+            except Exception:  # a periodic task must not stop the watcher
+                logger.exception("maintenance-guard periodic task failed")
+
+    def _presence_fields(self, now: float, *, exited: bool = False) -> dict[str, object]:
         snap = self._snapshot
+        fields: dict[str, object] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "role": self.role,
+            "version": snap.status.version if snap.known else None,
+            "generation": snap.status.generation if snap.known else None,
+            "mode": snap.status.mode.value if snap.status.mode else None,
+            "seen_at": now + self._clock_offset,
+            "poll_interval": self.settings.poll_interval,
+            "recorded": self._recorder.total,
+            "flushed": self._recorder.flushed,
+        }
+        if exited:
+            fields["exited"] = True
+        return fields
+
+    def _record_presence(self, *, exited: bool = False) -> None:
+        # The watcher's poll writes this once a poll (see `_poll`); a validation report
+        # tells from it which version each live process has seen and whether a process
+        # that ended flushed its records first (see validation.py).
         try:
             self.store.record_presence(
-                _presence_member(),
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "role": self.role,
-                    "version": snap.status.version if snap.known else None,
-                    "mode": snap.status.mode.value if snap.status.mode else None,
-                    "seen_at": time.time(),
-                    "poll_interval": self.settings.poll_interval,
-                },
+                _presence_member(), self._presence_fields(self._clock(), exited=exited)
             )
         except StoreUnavailable as exc:
             self._note_store_error(exc)
@@ -715,6 +840,12 @@ def _default_role() -> str:
     if name == "__main__.py":  # python -m celery: name the package, not its __main__
         name = os.path.basename(os.path.dirname(path))
     return name or "python"
+
+
+def _flush_at_exit(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:
+    guard = ref()
+    if guard is not None and guard._recorder.total:
+        guard.stop(timeout=1.0)
 
 
 def _after_fork(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:

@@ -38,6 +38,11 @@ class MaintenanceStatus:
     version: int = 0
     active_jobs_count: int = 0
     changed_at: float | None = None
+    # Random id of this state's history: a Redis that restarts empty starts a new one, so
+    # version numbers that begin again at 1 are never mistaken for old ones.
+    generation: str = ""
+    # Set while an emergency run (`guard.emergency`) owns this emergency state.
+    emergency_id: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -106,12 +111,14 @@ class MaintenanceStatus:
         if include_admin:
             data["enabled_by"] = self.enabled_by
             data["version"] = self.version
+            data["emergency_id"] = self.emergency_id or None
         return data
 
     # --- storage encoding (flat string fields of the Redis hash) ---
 
     def to_fields(self) -> dict[str, str]:
-        """Encode as flat string fields (the store's hash); ``version`` is the store's."""
+        """Encode as flat string fields (the store's hash); ``version`` and ``generation``
+        are the store's."""
         return {
             "mode": self.mode.value if self.mode else "",
             "reason": self.reason,
@@ -123,6 +130,7 @@ class MaintenanceStatus:
             "auto_end": "1" if self.auto_end else "0",
             "blocked_operations": json.dumps(list(self.blocked_operations)),
             "changed_at": "" if self.changed_at is None else repr(self.changed_at),
+            "emergency_id": self.emergency_id,
         }
 
     @classmethod
@@ -138,6 +146,8 @@ class MaintenanceStatus:
             "blocked_operations",
             "version",
             "changed_at",
+            "generation",
+            "emergency_id",
         }
         mode_value = fields.get("mode", "")
         return cls(
@@ -150,6 +160,8 @@ class MaintenanceStatus:
             blocked_operations=tuple(json.loads(fields.get("blocked_operations") or "[]")),
             version=int(fields.get("version") or 0),
             changed_at=_float_or_none(fields.get("changed_at")),
+            generation=fields.get("generation", ""),
+            emergency_id=fields.get("emergency_id", ""),
             extra={k: v for k, v in fields.items() if k not in known},
         )
 

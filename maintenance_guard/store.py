@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import redis
 from redis.exceptions import RedisError
 
-from .errors import ConcurrentChange, InvalidInput, StoreUnavailable
+from .errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
 from .events import TEST_KINDS, log_audit_event
 from .status import MaintenanceStatus
 
@@ -55,10 +56,42 @@ class AuditEvent:
         }
 
 
-class Subscription(Protocol):
-    """A live change feed: `wait` returns the published version, or None on timeout."""
+SERVER_TIME = "now"
+"""Value of a time field (``started_at``, ``changed_at``, event ``at``) that `change_state`
+replaces with Redis' own clock, so no process's clock decides fleet-wide times."""
 
-    def wait(self, timeout: float) -> int | None: ...
+
+@dataclass(frozen=True)
+class StateStamp:
+    """Which state a process has: the store's history id and the version within it."""
+
+    generation: str
+    version: int
+
+    @classmethod
+    def parse(cls, raw: object) -> StateStamp | None:
+        """Decode a published ``generation:version`` (None when unreadable)."""
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        generation, _, version = text.rpartition(":")
+        try:
+            return cls(generation, int(version))
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """One watcher poll: the stored stamp (None when the store holds no state) and Redis'
+    clock at the time of the read (epoch seconds)."""
+
+    stamp: StateStamp | None
+    server_time: float
+
+
+class Subscription(Protocol):
+    """A live change feed: `wait` returns the published stamp, or None on timeout."""
+
+    def wait(self, timeout: float) -> StateStamp | None: ...
 
     def close(self) -> None: ...
 
@@ -68,13 +101,15 @@ class StateStore(Protocol):
 
     def load_state(self) -> MaintenanceStatus | None: ...
 
-    def load_version(self) -> int | None: ...
+    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult: ...
 
     def change_state(
         self,
         fields: Mapping[str, str],
         event: Mapping[str, str],
         expected_version: int | None = None,
+        *,
+        not_before: float | None = None,
     ) -> MaintenanceStatus: ...
 
     def restore_state(self, status: MaintenanceStatus, event: Mapping[str, str]) -> bool: ...
@@ -100,28 +135,57 @@ class StateStore(Protocol):
     def ping(self) -> None: ...
 
 
+# Redis' clock as exact text (TIME is seconds and microseconds).
+_NOW_LUA = """
+local t = redis.call('TIME')
+local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+"""
+
 # KEYS: state hash, events stream. ARGV: expected version ('' = any), channel, maxlen,
-# number of state field pairs, the pairs, then the event pairs.
-_CHANGE_LUA = """
+# generation for a new history, not_before ('' = none: refused while Redis' clock is
+# earlier), number of state field pairs, the pairs, then the event pairs. Time fields
+# whose value is SERVER_TIME get Redis' clock.
+_CHANGE_LUA = (
+    _NOW_LUA
+    + """
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
-  return {-1, tostring(current)}
+  return {-1, tostring(current), ''}
 end
+if ARGV[5] ~= '' and tonumber(now) < tonumber(ARGV[5]) then
+  return {-2, now, ''}
+end
+local generation = redis.call('HGET', KEYS[1], 'generation')
+if not generation or generation == '' then generation = ARGV[4] end
+local timed = {started_at = true, changed_at = true, at = true}
 local version = current + 1
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
 local state = {}
-for i = 5, 4 + 2 * n do state[#state + 1] = ARGV[i] end
+for i = 7, 6 + 2 * n, 2 do
+  local value = ARGV[i + 1]
+  if timed[ARGV[i]] and value == 'now' then value = now end
+  state[#state + 1] = ARGV[i]
+  state[#state + 1] = value
+end
 state[#state + 1] = 'version'
 state[#state + 1] = tostring(version)
+state[#state + 1] = 'generation'
+state[#state + 1] = generation
 redis.call('HSET', KEYS[1], unpack(state))
 local event = {}
-for i = 5 + 2 * n, #ARGV do event[#event + 1] = ARGV[i] end
+for i = 7 + 2 * n, #ARGV, 2 do
+  local value = ARGV[i + 1]
+  if timed[ARGV[i]] and value == 'now' then value = now end
+  event[#event + 1] = ARGV[i]
+  event[#event + 1] = value
+end
 event[#event + 1] = 'version'
 event[#event + 1] = tostring(version)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(event))
-redis.call('PUBLISH', ARGV[2], tostring(version))
-return {version, id}
+redis.call('PUBLISH', ARGV[2], generation .. ':' .. tostring(version))
+return {version, id, generation}
 """
+)
 
 # Restore a lost state only if nobody has written one since: the first process wins.
 _RESTORE_LUA = """
@@ -133,43 +197,59 @@ redis.call('HSET', KEYS[1], unpack(state))
 local event = {}
 for i = 4 + 2 * n, #ARGV do event[#event + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(event))
-redis.call('PUBLISH', ARGV[1], redis.call('HGET', KEYS[1], 'version'))
+local stamp = redis.call('HMGET', KEYS[1], 'generation', 'version')
+redis.call('PUBLISH', ARGV[1], (stamp[1] or '') .. ':' .. stamp[2])
 return 1
 """
+
+
+def new_generation() -> str:
+    """A fresh random history id."""
+    return uuid.uuid4().hex[:16]
 
 
 def connect(url: str, **options: Any) -> redis.Redis[Any]:
     """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel.
 
     Sentinel form: ``redis+sentinel://host:26379[,host2:26379]/service_name/db``.
+    Raises `InvalidInput` (the URL shown with its password masked) for an unusable URL.
     """
+    from .urls import mask_url, redact
+
     options.setdefault("decode_responses", True)
     options.setdefault("socket_timeout", 2.0)
     options.setdefault("socket_connect_timeout", 2.0)
     options.setdefault("health_check_interval", 15)
-    if url.startswith("redis+sentinel://"):
-        from redis.sentinel import Sentinel
-
-        parsed = urlparse(url)
-        hosts = []
-        for part in parsed.netloc.split("@")[-1].split(","):
-            host, _, port = part.partition(":")
-            hosts.append((host, int(port or 26379)))
-        path = [p for p in parsed.path.split("/") if p]
-        if not path:
-            raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")
-        db = int(path[1]) if len(path) > 1 else 0
-        query = parse_qs(parsed.query)
-        password = parsed.password or next(iter(query.get("password", [])), None)
-        sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])
-        return cast(
-            "redis.Redis[Any]",
-            sentinel.master_for(path[0], db=db, password=password, **options),
-        )
     try:
+        if url.startswith("redis+sentinel://"):
+            return _connect_sentinel(url, options)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
-        raise InvalidInput(f"not a usable Redis URL {url!r}: {exc}") from None
+        if isinstance(exc, InvalidInput):
+            raise
+        reason = redact(str(exc), url)
+        raise InvalidInput(f"not a usable Redis URL {mask_url(url)!r}: {reason}") from None
+
+
+def _connect_sentinel(url: str, options: dict[str, Any]) -> redis.Redis[Any]:
+    from redis.sentinel import Sentinel
+
+    parsed = urlparse(url)
+    hosts = []
+    for part in parsed.netloc.split("@")[-1].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host, int(port or 26379)))
+    path = [p for p in parsed.path.split("/") if p]
+    if not path:
+        raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")
+    db = int(path[1]) if len(path) > 1 else 0
+    query = parse_qs(parsed.query)
+    password = parsed.password or next(iter(query.get("password", [])), None)
+    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])
+    return cast(
+        "redis.Redis[Any]",
+        sentinel.master_for(path[0], db=db, password=password, **options),
+    )
 
 
 class _RedisSubscription:
@@ -181,17 +261,15 @@ class _RedisSubscription:
             self._pubsub.close()
             raise StoreUnavailable(f"cannot subscribe: {exc}") from exc
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float) -> StateStamp | None:
         try:
             message = self._pubsub.get_message(timeout=max(timeout, 0.0))
         except (RedisError, OSError, ValueError) as exc:
             raise StoreUnavailable(f"subscription lost: {exc}") from exc
         if message is None or message.get("type") != "message":
             return None
-        try:
-            return int(message["data"])
-        except (TypeError, ValueError):
-            return 0
+        # An unreadable notification still means "something changed": re-read.
+        return StateStamp.parse(message["data"]) or StateStamp("?", -1)
 
     def close(self) -> None:
         try:
@@ -242,26 +320,37 @@ class RedisStore:
             return None
         return MaintenanceStatus.from_fields(fields)
 
-    def load_version(self) -> int | None:
-        """The stored version, or None when the store holds no state."""
-        with self._errors("read version"):
-            value = self.redis.hget(self.state_key, "version")
-        return None if value is None else int(cast(str, value))
+    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
+        """One round trip: the stored stamp, Redis' clock, and this process's presence."""
+        with self._errors("poll the state"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(self.state_key, ["generation", "version"])
+            pipe.time()
+            pipe.hset(self.key("processes"), member, dump_json(presence))
+            (generation, version), (seconds, micros), _ = pipe.execute()
+        stamp = None if version is None else StateStamp(generation or "", int(version))
+        return PollResult(stamp, int(seconds) + int(micros) / 1_000_000)
 
     def change_state(
         self,
         fields: Mapping[str, str],
         event: Mapping[str, str],
         expected_version: int | None = None,
+        *,
+        not_before: float | None = None,
     ) -> MaintenanceStatus:
         """Write ``fields``, bump the version, log ``event`` and notify, atomically.
 
-        Raises `ConcurrentChange` if ``expected_version`` is given and is not current.
+        Time fields given as `SERVER_TIME` get Redis' clock. Raises `ConcurrentChange` if
+        ``expected_version`` is given and is not current, and `ChangeTooEarly` if Redis'
+        clock is before ``not_before`` (epoch seconds).
         """
         args: list[str] = [
             "" if expected_version is None else str(expected_version),
             self.channel,
             str(EVENTS_MAXLEN),
+            new_generation(),
+            "" if not_before is None else repr(not_before),
             str(len(fields)),
         ]
         for k, v in fields.items():
@@ -269,12 +358,16 @@ class RedisStore:
         for k, v in event.items():
             args += [k, v]
         with self._errors("change state"):
-            version, _event_id = self._change(keys=[self.state_key, self.events_key], args=args)
+            version, detail, _generation = self._change(
+                keys=[self.state_key, self.events_key], args=args
+            )
+        if int(version) == -2:
+            raise ChangeTooEarly(f"Redis' clock ({detail}) is before {not_before}")
         if int(version) < 0:
             raise ConcurrentChange(
-                f"state changed meanwhile (expected version {expected_version}, found {_event_id})"
+                f"state changed meanwhile (expected version {expected_version}, found {detail})"
             )
-        log_audit_event({**event, "version": str(version)}, str(_event_id))
+        log_audit_event({**event, "version": str(version)}, str(detail))
         state = self.load_state()
         if state is None:  # pragma: no cover - would need Redis to lose data mid-call
             raise StoreUnavailable("state vanished right after it was written")
@@ -284,6 +377,7 @@ class RedisStore:
         """Write ``status`` back if the store lost its state; True if this call did it."""
         fields = dict(status.to_fields())
         fields["version"] = str(status.version + 1)
+        fields["generation"] = status.generation or new_generation()
         args = [self.channel, str(EVENTS_MAXLEN), str(len(fields))]
         for k, v in fields.items():
             args += [k, v]
@@ -455,14 +549,14 @@ def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:
 
 
 def event_fields(
-    type_: str, *, actor: str, reason: str = "", at: float | None = None, **extra: object
+    type_: str, *, actor: str, reason: str = "", at: float | str | None = None, **extra: object
 ) -> dict[str, str]:
-    """Flat string fields of an audit event."""
+    """Flat string fields of an audit event (``at`` may be `SERVER_TIME` for a change)."""
     fields = {
         "type": type_,
         "actor": actor,
         "reason": reason,
-        "at": repr(time.time() if at is None else at),
+        "at": at if isinstance(at, str) else repr(time.time() if at is None else at),
     }
     for k, v in extra.items():
         if v is None:

@@ -26,7 +26,7 @@ from .errors import InvalidInput, MaintenanceActive, MaintenanceGuardError, Stor
 from .events import DROPPED_FIELD, AttemptRecord, total_counts
 from .modes import MaintenanceMode
 from .status import MaintenanceStatus, iso_utc
-from .store import AuditEvent
+from .store import AuditEvent, PollResult, StateStamp
 
 if TYPE_CHECKING:
     from .guard import MaintenanceGuard
@@ -388,14 +388,16 @@ class _SnapshotStore:
     def load_state(self) -> MaintenanceStatus | None:
         return self.status
 
-    def load_version(self) -> int | None:
-        return self.status.version
+    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
+        return PollResult(StateStamp(self.status.generation, self.status.version), time.time())
 
     def change_state(
         self,
         fields: Mapping[str, str],
         event: Mapping[str, str],
         expected_version: int | None = None,
+        *,
+        not_before: float | None = None,
     ) -> MaintenanceStatus:
         raise InvalidInput("the latency probe is read-only")
 
@@ -438,7 +440,7 @@ class _IdleSubscription:
 
         self._closed = threading.Event()
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float) -> StateStamp | None:
         self._closed.wait(timeout)
         return None
 

@@ -10,9 +10,10 @@ Roles:
   sees never go backwards and reports ``{"backwards": [...]}`` before ``done``.
 - ``replayer BROKER QUEUE``: a guarded producer that replays deferred work when it sees
   maintenance end; prints ``ready <version>``.
-- ``watch POLL``: start the watcher, print ``ready <version>``, then ``seen <version>
-  <mode> <blocked>`` for every version this process sees (blocked = caption_generation is
-  refused), until killed.
+- ``watch POLL [SKEW]``: start the watcher (its clock ``SKEW`` seconds ahead of the real
+  one), print ``ready <version>``, then ``seen <version> <mode> <blocked> <at>`` whenever
+  the state this process sees (history and version) or its verdict changes (blocked =
+  caption_generation is refused; at = the real time of the observation), until killed.
 """
 
 from __future__ import annotations
@@ -71,17 +72,22 @@ def storm(url: str, prefix: str, seed: int, count: int) -> None:
     emit("done")
 
 
-def watch(url: str, prefix: str, poll: float) -> None:
-    guard = MaintenanceGuard.from_url(url, key_prefix=prefix, poll_interval=poll)
+def watch(url: str, prefix: str, poll: float, skew: float = 0.0) -> None:
+    guard = MaintenanceGuard.from_url(
+        url, key_prefix=prefix, poll_interval=poll, clock=lambda: time.time() + skew
+    )
     guard.start()
-    last = guard.current().version
-    emit(f"ready {last}")
+    emit(f"ready {guard.current().version}")
+    last: tuple[str, int, bool] | None = None
     while True:
         status = guard.current()
-        if status.version != last:
-            last = status.version
-            mode = status.mode.value if status.mode else None
-            emit(f"seen {last} {mode} {guard.is_blocked('caption_generation')}")
+        blocked = guard.is_blocked("caption_generation")
+        seen = (status.generation, status.version, blocked)
+        if seen != last:
+            if last is not None:
+                mode = status.mode.value if status.mode else None
+                emit(f"seen {status.version} {mode} {blocked} {time.time():.4f}")
+            last = seen
         time.sleep(0.002)
 
 
@@ -104,7 +110,7 @@ def main() -> None:
     elif role == "replayer":
         replayer(url, prefix, rest[0], rest[1])
     elif role == "watch":
-        watch(url, prefix, float(rest[0]) if rest else 0.2)
+        watch(url, prefix, float(rest[0]) if rest else 0.2, float(rest[1]) if rest[1:] else 0.0)
     else:
         raise SystemExit(f"unknown role {role!r}")
 

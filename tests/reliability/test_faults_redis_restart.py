@@ -49,7 +49,7 @@ def test_state_lost_by_a_restart_is_restored_once_while_many_processes_notice_at
         # No process ever saw maintenance end: every version each one saw blocked the work.
         for p in procs:
             seen = [line for line in p.all_lines if line.startswith("seen ")]
-            assert seen and all(line.endswith(" normal True") for line in seen), seen
+            assert seen and all(line.split()[2:4] == ["normal", "True"] for line in seen), seen
         # And a later change still reaches every process (nothing stuck on the old version).
         after = admin.disable(by="alice")
         for p in procs:
