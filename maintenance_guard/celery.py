@@ -457,6 +457,13 @@ def _guard_canvas_method(cls: type, original: Callable[..., Any]) -> Callable[..
             # One task: send_task checks it with its links (and honours on_maintenance).
             return original(self, *args, **options)
         refuse_canvas(inst, self, options)
+        # chord(header)(body) passes the body inside the kwargs argument of apply_async.
+        call_kwargs = args[1] if len(args) > 1 else options.get("kwargs")
+        if isinstance(self, _canvas._chord) and isinstance(call_kwargs, dict):
+            running = _is_running_work(
+                inst.app, "", options.get("task_id"), options.get("parent_id")
+            )
+            refuse_names(inst, _signature_names(call_kwargs.get("body")), running_work=running)
         with _flag("checked", True):
             return original(self, *args, **options)
 

@@ -152,6 +152,41 @@ def test_canvas_containing_a_blocked_task_is_refused_whole(
             call()
         assert broker.queue_length(queue) == 1, f"{label}: published"
 
+    # Every way of calling a canvas, not only apply_async: Celery's chord.__call__ passes
+    # the body inside the kwargs argument of apply_async.
+    header = [read.s("a"), read.s("b")]
+    called = {
+        "chord(header)(body)": lambda: chord(header)(collect.s("body")),
+        "chord(header, body)()": lambda: chord(header, collect.s("body"))(),
+        "chord(header).apply_async(kwargs={'body': ...})": lambda: chord(header).apply_async(
+            (), {"body": collect.s("body")}
+        ),
+        "(group | task)()": lambda: (group(read.s("a"), read.s("b")) | collect.s("body"))(),
+        "group with one blocked task, called": lambda: group(read.s("a"), caption.s("b"))(),
+        "group.delay": lambda: group(read.s("a"), caption.s("b")).delay(),
+        "chain containing a group, called": lambda: chain(
+            read.si("a"), group(read.si("b"), caption.si("c"))
+        )(),
+        "chain.delay": lambda: chain(read.si("a"), caption.si("c")).delay(),
+        "link via signature, delay": lambda: read.signature(
+            ("a",), link=caption.si("linked")
+        ).delay(),
+        "link_error via signature, apply_async": lambda: read.signature(
+            ("a",), link_error=caption.si("e")
+        ).apply_async(),
+        "chunks": lambda: caption.chunks([("a",), ("b",)], 1).apply_async(),
+        "chunks, delay": lambda: caption.chunks([("a",), ("b",)], 1).delay(),
+        "starmap": lambda: caption.starmap([("a",), ("b",)]).apply_async(),
+        "map, delay": lambda: caption.map(["a", "b"]).delay(),
+        "send_task of a blocked task": lambda: app.send_task(  # type: ignore[attr-defined]
+            "mgtest.caption", args=["a"]
+        ),
+    }
+    for label, call in called.items():
+        with pytest.raises(MaintenanceActive):
+            call()
+        assert broker.queue_length(queue) == 1, f"{label}: part of the canvas was published"
+
     # A canvas of allowed tasks still goes out.
     group(read.s("x"), read.s("y")).apply_async()
     assert broker.queue_length(queue) == 3
