@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 from .errors import InvalidInput
 
@@ -14,13 +15,20 @@ MAX_GRACE_SECONDS = 3600
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Invisible characters that change how text reads without showing: bidi controls
+# (U+202A-202E, U+2066-2069, U+200E/F, U+061C), zero-width ones (U+200B-200D, U+2060,
+# U+FEFF), tag characters and every other format character (category Cf), plus the
+# Hangul fillers, which are letters that print as nothing.
+_HANGUL_FILLERS = "\u115f\u1160\u3164\uffa0"
+_BLANK_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Mn", "Me", "Cc", "Cf"})
 _DURATION_PART = re.compile(r"(\d+)\s*([dhms])", re.IGNORECASE)
 _DURATION_FULL = re.compile(r"^\s*(\d+\s*[dhms]\s*)+$", re.IGNORECASE)
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def clean_text(value: object, *, what: str, max_length: int, required: bool = True) -> str:
-    """Strip control characters and outer whitespace; refuse empty or over-long text."""
+    """Strip control and invisible characters and outer whitespace; refuse empty or
+    over-long text (judged after stripping)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
@@ -31,8 +39,10 @@ def clean_text(value: object, *, what: str, max_length: int, required: bool = Tr
     if _SURROGATE.search(value):
         # Unpaired surrogates (e.g. "\ud800" in JSON) cannot be stored as UTF-8.
         raise InvalidInput(f"{what} contains an invalid character (an unpaired surrogate)")
-    text = _CONTROL.sub(" ", value).strip()
+    text = _CONTROL.sub(" ", strip_invisible(value)).strip()
     text = re.sub(r" {2,}", " ", text)
+    if all(unicodedata.category(c) in _BLANK_CATEGORIES for c in text):
+        text = ""  # only spaces and combining marks: nothing a reader could see
     if required and not text:
         raise InvalidInput(f"{what} must not be empty")
     if len(text) > max_length:
@@ -40,8 +50,14 @@ def clean_text(value: object, *, what: str, max_length: int, required: bool = Tr
     return text
 
 
+def strip_invisible(text: str) -> str:
+    """``text`` without bidi controls, zero-width and other invisible format characters."""
+    return "".join(c for c in text if not (unicodedata.category(c) == "Cf" or c in _HANGUL_FILLERS))
+
+
 def clean_reason(value: object) -> str:
-    """A maintenance reason: required, at most 500 characters, control characters removed."""
+    """A maintenance reason: required, at most 500 characters, control and invisible
+    characters removed."""
     return clean_text(value, what="reason", max_length=MAX_REASON_LENGTH)
 
 
