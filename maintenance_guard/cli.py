@@ -8,11 +8,12 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -21,6 +22,7 @@ from .guard import MaintenanceGuard
 from .inputs import format_duration, parse_duration
 from .modes import MaintenanceMode
 from .status import MaintenanceStatus, iso_utc
+from .urls import mask_url, redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +47,26 @@ class DurationType(click.ParamType):  # type: ignore[type-arg]
 DURATION = DurationType()
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# redis-py's Sentinel errors quote whole client reprs (hundreds of characters).
+_REDIS_REPR = re.compile(r"<redis\.client\.Redis\(.*?(?:\)>)+(?= |$)")
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters, line breaks and undecodable
+    bytes (surrogate escapes) written as escapes, so an error never spans lines."""
+    text = _REDIS_REPR.sub("<redis client>", text)
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``Error: message`` as one line on stderr (URL secrets masked) and exit."""
+    ctx = click.get_current_context(silent=True)
+    url = ctx.find_root().obj.get("url") if ctx is not None and ctx.find_root().obj else None
+    click.echo(f"Error: {one_line(redact(message, url))}", err=True)
+    sys.exit(code)
+
+
 def cli_errors(func: F) -> F:
     """Turn the package's errors into one line on stderr and a clear exit code."""
 
@@ -53,15 +75,13 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except InvalidInput as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_INPUT)
+            fail(str(exc), EXIT_INPUT)
         except StoreUnavailable as exc:
-            url = click.get_current_context().obj.get("url") or "the embedded server"
-            click.echo(f"Error: cannot reach Redis at {url}: {exc}", err=True)
-            sys.exit(EXIT_STORE)
+            url = click.get_current_context().find_root().obj.get("url")
+            where = mask_url(url) if url else "the embedded server"
+            fail(f"cannot reach Redis at {where}: {exc}", EXIT_STORE)
         except MaintenanceGuardError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
+            fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -83,10 +103,10 @@ class OneLineErrorGroup(click.Group):
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as exc:
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             sys.exit(EXIT_INPUT)
         except click.ClickException as exc:
-            exc.show()
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("Aborted.", err=True)

@@ -9,12 +9,13 @@ from typing import Any
 
 import click
 
-from ..cli import cli_errors, default_actor, get_guard, main
+from ..cli import EXIT_STORE, cli_errors, default_actor, get_guard, main, one_line
 from ..emergency import MAX_KILL_AFTER, EmergencyReport, run_emergency
 from ..emergency import recover as recover_jobs
 from ..errors import InvalidInput
 from ..inputs import MAX_GRACE_SECONDS
 from ..sessions import DEFAULT_SESSION_PREFIX, SessionInvalidator, admin_predicate
+from ..urls import mask_url, redact
 
 APP_HELP = (
     "The Celery app, module:attribute (env MAINTENANCE_GUARD_CELERY_APP), "
@@ -23,19 +24,60 @@ APP_HELP = (
 
 
 def load_celery_app(spec: str | None) -> Any:
-    """Import the Celery app named ``module:attribute`` (or a module with ``app``/``celery``)."""
+    """Import the Celery app named ``module:attribute`` (or a module with ``app``/``celery``).
+
+    Raises `InvalidInput` (one line) for a malformed name, a module that cannot be
+    imported or raises while importing, and a name that is not a Celery app.
+    """
     if not spec:
         return None
-    module_name, _, attribute = spec.partition(":")
+    from celery.utils.imports import cwd_in_path
+
+    module_name, _, attribute = spec.strip().partition(":")
+    names_ok = all(part.isidentifier() for part in module_name.split("."))
+    if not names_ok or not (attribute == "" or attribute.isidentifier()):
+        raise InvalidInput(f"--app {spec!r} is not module:attribute (e.g. workers:app)")
     try:
-        module = importlib.import_module(module_name)
+        with cwd_in_path():  # as `celery -A` does: the app of the project you are in
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidInput(f"cannot import the Celery app module {module_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise InvalidInput(
+            f"the Celery app module {module_name!r} failed while importing: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     for name in [attribute] if attribute else ["app", "celery"]:
         found = getattr(module, name, None)
         if found is not None and hasattr(found, "control"):
             return found
     raise InvalidInput(f"{spec!r} does not name a Celery app")
+
+
+def _session_invalidator(
+    guard: Any, url: str | None, prefix: str, predicate: Any
+) -> SessionInvalidator:
+    """The invalidator of the sessions at ``url``, else in the guard's own Redis."""
+    if not url:
+        return SessionInvalidator(guard.store.redis, prefix, predicate)
+    try:
+        return SessionInvalidator.from_url(url, prefix, is_admin=predicate)
+    except InvalidInput as exc:
+        raise InvalidInput(redact(str(exc), url)) from None
+
+
+def _sessions_not_invalidated(
+    report: EmergencyReport, sessions: SessionInvalidator | bool, url: str | None
+) -> str:
+    """Why the sessions asked for were not invalidated ("" when they were, or not asked)."""
+    if not sessions or report.sessions is not None:
+        return ""
+    where = f"the session Redis at {mask_url(url)}" if url else "the guard's Redis"
+    return redact(
+        f"non-admin sessions were NOT invalidated: {where} did not answer "
+        "(the rest of the emergency went ahead)",
+        url,
+    )
 
 
 def _print_report(report: EmergencyReport) -> None:
@@ -122,12 +164,7 @@ def emergency(
     sessions: SessionInvalidator | bool = False
     if not no_sessions:
         predicate = admin_predicate(admin_key or None, admin_user_ids=admin_ids)
-        if session_redis_url:
-            sessions = SessionInvalidator.from_url(
-                session_redis_url, session_prefix, is_admin=predicate
-            )
-        else:
-            sessions = SessionInvalidator(guard.store.redis, session_prefix, predicate)  # type: ignore[attr-defined]
+        sessions = _session_invalidator(guard, session_redis_url, session_prefix, predicate)
 
     if as_json or not sys.stderr.isatty():
         report = run_emergency(
@@ -165,8 +202,13 @@ def emergency(
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report)
+    sessions_missed = _sessions_not_invalidated(report, sessions, session_redis_url)
+    if sessions_missed:
+        click.echo(f"Error: {one_line(sessions_missed)}", err=True)
     if report.not_stopped:
         sys.exit(1)
+    if sessions_missed:
+        sys.exit(EXIT_STORE)
 
 
 @main.command()

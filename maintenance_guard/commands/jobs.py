@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from datetime import datetime
@@ -44,12 +45,20 @@ def jobs(ctx: click.Context, as_json: bool) -> None:
         click.echo(_job_line(job, now))
 
 
+def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # FloatRange lets NaN through (every comparison with it is false).
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
+    return value
+
+
 @main.command(name="drain")
 @click.option(
     "--timeout",
     type=click.FloatRange(0, 86_400),
     default=300.0,
     show_default=True,
+    callback=_finite_seconds,
     help="Seconds to wait before giving up (exit 1).",
 )
 @click.option(

@@ -115,3 +115,106 @@ def test_embedded_default_is_started_once_and_reused_by_later_processes() -> Non
             timeout=30,
         )
         assert stop.stdout.strip() == "True", stop.stderr
+
+
+SECRET = "S3cret"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:S3cret@127.0.0.1:{port}/0",
+        "redis://alice:S3cret@127.0.0.1:{port}/0",
+        "rediss://:S3cret@127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}/0?password=S3cret",
+        "redis+sentinel://:S3cret@127.0.0.1:{port}/mymaster/0",
+        "unix://:S3cret@/nonexistent/redis.sock",
+    ],
+)
+@pytest.mark.parametrize("given_as", ["flag", "env"])
+def test_unreachable_redis_error_never_shows_the_password(
+    cli_env: dict[str, str], url: str, given_as: str
+) -> None:
+    url = url.format(port=free_port())
+    if given_as == "flag":
+        done = run_cli(cli_env, "--redis-url", url, "status")
+    else:
+        done = run_cli(dict(cli_env, MAINTENANCE_GUARD_REDIS_URL=url), "status")
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert SECRET not in done.stdout + done.stderr
+    assert done.stderr.startswith("Error: cannot reach Redis at ") and "***" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:S3cret@127.0.0.1:notaport/0",
+        "redis+sentinel://:S3cret@127.0.0.1:notaport/mymaster/0",
+        "http://:S3cret@127.0.0.1/0",
+    ],
+)
+def test_unusable_redis_url_error_never_shows_the_password(
+    cli_env: dict[str, str], url: str
+) -> None:
+    done = run_cli(cli_env, "--redis-url", url, "status")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert SECRET not in done.stdout + done.stderr
+    assert done.stderr.startswith("Error: not a usable Redis URL ") and "***" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("recover", "--app", ":"),
+        ("recover", "--app", "..x"),
+        ("recover", "--app", "mg_raises_on_import:app"),
+        ("recover", "--app", "mg_exits_on_import"),
+        ("recover", "--app", "no_such_module_mg:app"),
+        ("emergency", "--reason", "x", "--grace", "0", "--app", ":"),
+        ("emergency", "--reason", "x", "--grace", "0", "--app", "mg_raises_on_import:app"),
+        ("drain", "--timeout", "nan"),
+        ("disable", "\n", " "),
+        ("disable", "\x1b[31mred", "\u2028"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2_without_traceback(
+    cli_env: dict[str, str], tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    (tmp_path / "mg_raises_on_import.py").write_text('raise RuntimeError("boom\\nsecond line")\n')
+    (tmp_path / "mg_exits_on_import.py").write_text("import sys\nsys.exit(4)\n")
+    env = dict(cli_env, PYTHONPATH=f"{tmp_path}{os.pathsep}{cli_env['PYTHONPATH']}")
+    done = run_cli(env, *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout == ""  # nothing drawn or printed before the error
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert not any(c in done.stderr for c in "\x1b\r\u2028"), done.stderr  # escaped
+    assert json.loads(run_cli(cli_env, "status", "--json").stdout)["is_active"] is False
+
+
+def test_emergency_whose_session_redis_is_unreachable_says_so_and_exits_non_zero(
+    cli_env: dict[str, str],
+) -> None:
+    url = f"redis://:S3cret@127.0.0.1:{free_port()}/0"
+    done = run_cli(
+        cli_env, "emergency", "--reason", "leak", "--grace", "0", "--session-redis-url", url
+    )
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "sessions were NOT invalidated" in errors[0], done.stderr
+    assert "redis://:***@127.0.0.1:" in errors[0]
+    assert SECRET not in done.stdout + done.stderr
+    # The emergency itself went ahead.
+    assert json.loads(run_cli(cli_env, "status", "--json").stdout)["mode"] == "emergency"
+
+
+def test_emergency_with_an_unusable_session_redis_url_masks_its_password(
+    cli_env: dict[str, str],
+) -> None:
+    url = "redis://:S3cret@127.0.0.1:notaport/0"
+    done = run_cli(cli_env, "emergency", "--reason", "x", "--session-redis-url", url)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert SECRET not in done.stdout + done.stderr and "***" in done.stderr
+    assert json.loads(run_cli(cli_env, "status", "--json").stdout)["is_active"] is False

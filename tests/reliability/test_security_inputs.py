@@ -250,6 +250,9 @@ def test_arbitrary_cli_arguments_exit_0_or_2_without_traceback_and_refusals_chan
         ["enable", "--reason", "ok", "--by", os.fsdecode(b"\xfe")],
         ["events", "--limit", "0"],
         ["status", "--bogus"],
+        ["disable", "\n", " "],  # click quotes the extra arguments, line break included
+        ["enable", "--reason", "\u200b\u200b\u200b"],  # zero-width spaces: empty
+        ["enable", "--reason", "\u202e\u2066 \ufeff"],  # bidi controls and a BOM: empty
     ],
 )
 def test_bad_cli_input_in_a_real_process_is_one_line_exit_2_and_changes_nothing(
