@@ -11,30 +11,53 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import signal
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from .errors import MaintenanceGuardError
+from .errors import InvalidInput, MaintenanceGuardError
 
 logger = logging.getLogger("maintenance_guard")
 
 URL_ENV = "MAINTENANCE_GUARD_REDIS_URL"
 HOME_ENV = "MAINTENANCE_GUARD_HOME"
+# A unix socket path must fit sun_path with its terminating NUL (108 bytes on Linux).
+MAX_SOCKET_PATH = 103 if sys.platform == "darwin" else 107
+# "16954:M 02 Dec 2026 14:44:41.885 # message": the message of a redis-server log line.
+_LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [.*#-] ")
 
 
 class EmbeddedServerError(MaintenanceGuardError):
     """The embedded redis-server could not be started."""
 
 
+class EmbeddedHomeError(EmbeddedServerError, InvalidInput):
+    """The embedded server's directory (``$MAINTENANCE_GUARD_HOME``) cannot be used."""
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """Where the embedded server lives and whether it answers (`status`)."""
+
+    home: Path
+    socket: Path
+    url: str
+    running: bool
+    pid: int | None
+
+
 def data_dir() -> Path:
     """Per-user directory of the embedded server (``$MAINTENANCE_GUARD_HOME`` overrides)."""
     if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV])
+        return Path(os.environ[HOME_ENV]).expanduser().absolute()
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "maintenance-guard"
+    return Path(base).absolute() / "maintenance-guard"
 
 
 def socket_path() -> Path:
@@ -97,51 +120,153 @@ def _redis_server_binary() -> str:
     )
 
 
+def _check_socket_path(sock: Path) -> None:
+    length = len(os.fsencode(str(sock)))
+    if length > MAX_SOCKET_PATH:
+        # redis-server would bind a truncated path elsewhere and never answer here.
+        raise EmbeddedHomeError(
+            f"the embedded server's socket path {sock} is {length} bytes long, over the "
+            f"{MAX_SOCKET_PATH} bytes a unix socket path may have; set {HOME_ENV} to a "
+            f"shorter directory (or {URL_ENV} to a Redis URL)"
+        )
+
+
+def _prepare_home(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise EmbeddedHomeError(
+            f"cannot use {directory} for the embedded server: it is not a directory; "
+            f"set {HOME_ENV} to a directory of yours"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise EmbeddedHomeError(
+            f"cannot create {directory} for the embedded server: {exc.strerror or exc}; "
+            f"set {HOME_ENV} to a directory of yours"
+        ) from None
+
+
+def _read_pid(directory: Path) -> int | None:
+    try:
+        return int((directory / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _last_log_line(directory: Path) -> str:
+    """The last message of the embedded server's log ("" when there is none)."""
+    try:
+        lines = (directory / "redis.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.strip():
+            return _LOG_PREFIX.sub("", line.strip())
+    return ""
+
+
 def ensure_running(timeout: float = 10.0) -> str:
-    """Start the embedded server unless it already answers; return its URL."""
+    """Start the embedded server unless it already answers; return its URL.
+
+    Raises `EmbeddedHomeError` (also an `InvalidInput`) when the directory cannot be used
+    or its socket path is too long, `EmbeddedServerError` when the server does not start.
+    """
     directory = data_dir()
     sock = socket_path()
+    _check_socket_path(sock)
     if _answers(sock):
         return embedded_url()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / "start.lock", "w") as lock:
+    _prepare_home(directory)
+    try:
+        lock = open(directory / "start.lock", "w")
+    except OSError as exc:
+        raise EmbeddedHomeError(
+            f"cannot use {directory} for the embedded server: {exc.strerror or exc}; "
+            f"set {HOME_ENV} to a directory of yours"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _answers(sock):
             return embedded_url()
+        return _start_server(directory, sock, timeout)
+
+
+def _start_server(directory: Path, sock: Path, timeout: float) -> str:
+    binary = _redis_server_binary()
+    config = "\n".join(
+        [
+            "port 0",
+            f"unixsocket {sock}",
+            "unixsocketperm 700",
+            "daemonize yes",
+            f"pidfile {directory / 'redis.pid'}",
+            f"logfile {directory / 'redis.log'}",
+            f"dir {directory}",
+            "dbfilename embedded.rdb",
+            "save 60 1",
+            "appendonly no",
+            "databases 16",
+        ]
+    )
+    try:
         if sock.exists():
             sock.unlink()
-        binary = _redis_server_binary()
-        config = "\n".join(
-            [
-                "port 0",
-                f"unixsocket {sock}",
-                "unixsocketperm 700",
-                "daemonize yes",
-                f"pidfile {directory / 'redis.pid'}",
-                f"logfile {directory / 'redis.log'}",
-                f"dir {directory}",
-                "dbfilename embedded.rdb",
-                "save 60 1",
-                "appendonly no",
-                "databases 16",
-            ]
-        )
+        (directory / "redis.pid").unlink(missing_ok=True)
         (directory / "redis.conf").write_text(config + "\n")
-        logger.info("starting embedded redis-server", extra={"socket": str(sock)})
-        result = subprocess.run(
-            [binary, str(directory / "redis.conf")], capture_output=True, text=True
+    except OSError as exc:
+        raise EmbeddedHomeError(
+            f"cannot use {directory} for the embedded server: {exc.strerror or exc}"
+        ) from None
+    logger.info("starting embedded redis-server", extra={"socket": str(sock)})
+    result = subprocess.run([binary, str(directory / "redis.conf")], capture_output=True, text=True)
+    if result.returncode != 0:
+        said = [line.strip() for line in (result.stderr + result.stdout).splitlines()]
+        detail = "; ".join(line for line in said if line and not line.startswith("***"))
+        raise EmbeddedServerError(
+            f"embedded redis-server failed to start: {detail[:300] or _last_log_line(directory)}"
         )
-        if result.returncode != 0:
-            raise EmbeddedServerError(
-                f"embedded redis-server failed to start: {result.stderr.strip()[:200]}"
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _answers(sock):
-                return embedded_url()
-            time.sleep(0.05)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _answers(sock):
+            return embedded_url()
+        pid = _read_pid(directory)
+        if pid is not None and not _alive(pid):
+            break
+        time.sleep(0.05)
+    pid = _read_pid(directory)
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGTERM)  # started but unreachable here: do not leave it running
+    why = _last_log_line(directory) or "no log line"
     raise EmbeddedServerError(
-        f"embedded redis-server did not answer within {timeout}s; see {directory / 'redis.log'}"
+        f"embedded redis-server did not start on {sock}: {why} (log: {directory / 'redis.log'})"
+    )
+
+
+def status() -> EmbeddedStatus:
+    """Where the embedded server lives, and whether it answers now (starts nothing)."""
+    directory = data_dir()
+    sock = socket_path()
+    running = _answers(sock)
+    return EmbeddedStatus(
+        home=directory,
+        socket=sock,
+        url=embedded_url(),
+        running=running,
+        pid=_read_pid(directory) if running else None,
     )
 
 
@@ -155,4 +280,6 @@ def stop() -> bool:
         client.shutdown(nosave=True)
     except redis.ConnectionError:
         pass
+    finally:
+        client.close()
     return True
