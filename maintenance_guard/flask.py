@@ -10,19 +10,32 @@ parameter or forwarded address can make it an admin.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import hmac
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request, url_for
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from flask import Flask, Response, current_app, g, request
+from flask.typing import ResponseReturnValue
 
-from .errors import InvalidInput, MaintenanceActive, StoreUnavailable
+from .errors import MaintenanceActive, StoreUnavailable
+from .flask_bypass import BYPASS_COOKIE, FailedAttemptLimiter, bypass_fingerprint
+from .flask_bypass import cookie_is_valid as _cookie_is_valid
+from .flask_bypass import make_cookie as _make_cookie
+from .flask_classify import (
+    SAFE_METHODS,
+    RequestClassifier,
+    covers,
+    maintenance_operation,
+    serves_only_safe,
+    view_declaration,
+)
+from .flask_config import CONFIG_PREFIX, DEFAULTS, EXTENSION_KEY
+from .flask_negotiation import prefers_json
+from .flask_refusal import refusal_response
 from .guard import _ADMIN_SCOPE, MaintenanceGuard
 from .modes import Operation
 from .settings import GuardSettings
@@ -33,54 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("maintenance_guard")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-CONFIG_PREFIX = "MAINTENANCE_GUARD_"
-EXTENSION_KEY = "maintenance_guard"
-BYPASS_COOKIE = "maintenance_guard_bypass"
-_BYPASS_SALT = "maintenance-guard-bypass"
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-DEFAULTS: dict[str, Any] = {
-    # Endpoint globs never refused (the maintenance pages and API always are exempt).
-    "EXEMPT_ENDPOINTS": ("static",),
-    # Operation for non-GET requests no pattern maps; None: unclassified (emergency only).
-    "UNMAPPED_WRITE_OPERATION": None,
-    # Secret for the bypass cookie URL (/maintenance/bypass/<secret>); None disables it.
-    "BYPASS_SECRET": None,
-    "BYPASS_MAX_AGE": 12 * 3600,
-    "CSRF": True,
-    "MAX_BODY": 64 * 1024,
-    "SSE_HEARTBEAT": 15.0,
-    "SSE_MAX_CLIENTS": 200,
-    "SSE_MAX_AGE": 600.0,
-    "DASHBOARD": True,
-    "JOBS_CACHE_SECONDS": 1.0,
-    # Serve Prometheus metrics (maintenance_guard.metrics) at METRICS_PATH, unauthenticated.
-    "METRICS": False,
-    "METRICS_PATH": "/metrics",
-    # Emergency: invalidate the non-admin Flask-Session sessions (SESSION_TYPE "redis");
-    # a session is an admin's when this key of it is truthy.
-    "INVALIDATE_SESSIONS": True,
-    "SESSION_ADMIN_KEY": "is_admin",
-}
-
-
-def maintenance_operation(operation: str | Operation) -> Callable[[F], F]:
-    """Declare the operation a view performs; it wins over endpoint patterns.
-
-    The name must be in the guard's catalog when a request arrives (else
-    `UnknownOperation` is raised then, never a silent "allowed").
-    """
-    name = operation.value if isinstance(operation, Operation) else operation
-    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-        raise InvalidInput(f"operation name {name!r} must be a lowercase identifier")
-
-    def mark(view: F) -> F:
-        view._maintenance_operation = name  # type: ignore[attr-defined]
-        return view
-
-    return mark
+BlockedHandler = Callable[[MaintenanceActive], "ResponseReturnValue | None"]
 
 
 class _JobCount:
@@ -131,6 +97,11 @@ class FlaskMaintenance:
         self._jobs: _JobCount | None = None
         self._broadcaster: StatusBroadcaster | None = None
         self._status_cache: dict[bool, tuple[tuple[int, int, int, bool, int], bytes]] = {}
+        self._on_blocked: BlockedHandler | None = None
+        self._classifier: RequestClassifier | None = None
+        self._bypass_limiter: FailedAttemptLimiter | None = None
+        self._patterns_checked = False
+        self._patterns_lock = threading.Lock()
         if app is not None:
             self.init_app(app)
 
@@ -151,6 +122,13 @@ class FlaskMaintenance:
             store = RedisStore.from_url(resolve_url(settings.redis_url), settings.key_prefix)
             self.guard = MaintenanceGuard(store, settings)
         self._jobs = _JobCount(self.guard, float(self.config["JOBS_CACHE_SECONDS"]))
+        self._classifier = RequestClassifier(self.guard.endpoint_operations)
+        self._bypass_limiter = FailedAttemptLimiter(
+            self.guard.store,
+            per_address=int(self.config["BYPASS_MAX_FAILURES_PER_ADDRESS"]),
+            total=int(self.config["BYPASS_MAX_FAILURES"]),
+            window=float(self.config["BYPASS_FAILURE_WINDOW"]),
+        )
         self._broadcaster = StatusBroadcaster(
             self.guard,
             max_clients=int(self.config["SSE_MAX_CLIENTS"]),
@@ -159,6 +137,11 @@ class FlaskMaintenance:
         self._configure_sessions(app)
         app.before_request(self.refuse_blocked_request)
         app.teardown_request(self._leave_admin_scope)
+        # A task refused inside a view (``.delay()`` during maintenance) gets the same 503
+        # as a refused request. A handler the app registers for MaintenanceActive, before
+        # or after this, wins.
+        if MaintenanceActive not in app.error_handler_spec[None][None]:
+            app.register_error_handler(MaintenanceActive, self.blocked_response)
         app.register_blueprint(make_blueprint(self, dashboard=bool(self.config["DASHBOARD"])))
         if self.config["METRICS"]:
             from .metrics import mount_metrics
@@ -187,6 +170,13 @@ class FlaskMaintenance:
     def login_allowed(self, user_is_admin: bool) -> bool:
         """For a login view: False while an emergency refuses non-admin logins."""
         return self.active_guard.login_allowed(user_is_admin, user=self.request_user())
+
+    def blocked_handler(self, handler: BlockedHandler) -> BlockedHandler:
+        """Decorator: ``handler(refused)`` makes the answer to every refusal (a blocked
+        request, or `MaintenanceActive` raised in a view); returning None keeps the
+        default 503. Any Flask return value works; set ``Retry-After`` yourself."""
+        self._on_blocked = handler
+        return handler
 
     @property
     def active_guard(self) -> MaintenanceGuard:
@@ -249,29 +239,48 @@ class FlaskMaintenance:
     # ------------------------------------------------------------------ blocking
 
     def classify(self, endpoint: str | None) -> str | None:
-        """The operation of the current request's endpoint: decorator, endpoint name, URL rule.
+        """The operation of the current request: decorator, endpoint name, URL rule.
 
-        Unmapped GET/HEAD/OPTIONS are ``read``; other unmapped methods use
+        Method-aware (see `maintenance_guard.flask_classify`): unmapped GET/HEAD/OPTIONS
+        are ``read``; other unmapped methods use
         ``MAINTENANCE_GUARD_UNMAPPED_WRITE_OPERATION`` (default: unclassified).
         """
-        guard = self.active_guard
-        if endpoint is not None:
-            view = current_app.view_functions.get(endpoint)
-            declared = getattr(view, "_maintenance_operation", None)
-            if isinstance(declared, str):
-                return declared
-            found = guard.endpoint_operations.classify(endpoint)
-            if found is not None:
-                return found
+        method = request.method
         rule = request.url_rule
-        if rule is not None:
-            found = guard.endpoint_operations.classify(rule.rule)
-            if found is not None:
-                return found
-        if request.method in _SAFE_METHODS:
+        only_safe = serves_only_safe(rule.methods if rule is not None else None)
+        if endpoint is not None:
+            declared = view_declaration(current_app.view_functions.get(endpoint))
+            if declared is not None and covers(declared[1], method, only_safe=only_safe):
+                return declared[0]
+        classifier = self._classifier or RequestClassifier(self.active_guard.endpoint_operations)
+        found = classifier.match(
+            endpoint, rule.rule if rule is not None else None, method, only_safe=only_safe
+        )
+        if found is not None:
+            return found
+        if method in SAFE_METHODS:
             return Operation.READ.value
         write_default = self.config["UNMAPPED_WRITE_OPERATION"]
         return str(write_default) if write_default else None
+
+    def warn_unmatched_patterns(self, app: Flask) -> None:
+        """Log once per pattern that matches no endpoint and no URL rule of ``app``
+        (a blueprint renames endpoint ``create_job`` to ``v2.create_job``)."""
+        classifier = self._classifier
+        if classifier is None:
+            return
+        endpoints = list(app.view_functions)
+        rules = [r.rule for r in app.url_map.iter_rules()]
+        for pattern in classifier.unmatched(endpoints, rules):
+            logger.warning(
+                "maintenance-guard: endpoint pattern %r (-> %s) matches no endpoint and no "
+                "URL rule of app %r, so it blocks nothing; blueprint endpoints are named "
+                "'<blueprint>.<view>' and their rules carry the url_prefix",
+                pattern.source,
+                pattern.operation,
+                app.name,
+                extra={"mg_pattern": pattern.source, "mg_operation": pattern.operation},
+            )
 
     def is_exempt(self, endpoint: str | None) -> bool:
         """True for the maintenance routes themselves and the configured exempt endpoints."""
@@ -288,6 +297,12 @@ class FlaskMaintenance:
         # Before the exemption: a process that serves only the status API must still follow
         # changes. Idempotent; restarts the watcher in a forked server worker.
         guard.start()
+        if not self._patterns_checked:
+            # At the first request the url map is complete (blueprints registered).
+            with self._patterns_lock:
+                if not self._patterns_checked:
+                    self._patterns_checked = True
+                    self.warn_unmatched_patterns(current_app._get_current_object())  # type: ignore[attr-defined]
         endpoint = request.endpoint
         if self.is_exempt(endpoint):
             return None
@@ -317,51 +332,40 @@ class FlaskMaintenance:
             _ADMIN_SCOPE.reset(token)
 
     def wants_json(self) -> bool:
-        """JSON for API paths and clients that prefer it; HTML otherwise."""
+        """JSON for API paths, JSON bodies and clients that prefer it
+        (`maintenance_guard.flask_negotiation`); HTML otherwise."""
         if request.path.startswith("/api/") or request.is_json:
             return True
-        best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-        return best == "application/json"
+        return prefers_json(request.headers.get("Accept"))
 
     def blocked_response(self, refused: MaintenanceActive) -> Response:
+        """The answer to a refusal: the app's `blocked_handler` if it gives one, else
+        `default_blocked_response`."""
+        if self._on_blocked is not None:
+            answer = self._on_blocked(refused)
+            if answer is not None:
+                return current_app.make_response(answer)
+        return self.default_blocked_response(refused)
+
+    def default_blocked_response(self, refused: MaintenanceActive) -> Response:
         """503 with ``Retry-After``: JSON for API clients, the HTML page for browsers."""
-        guard = self.active_guard
-        alternatives: tuple[str, ...] = ()
-        if refused.operation is not None and refused.operation in guard.catalog:
-            alternatives = guard.catalog.info(refused.operation).alternatives
-        status = refused.status
-        if self.wants_json():
-            body = refused.to_dict()
-            body["alternatives"] = list(alternatives)
-            body["reason"] = status.reason
-            body["estimated_completion"] = status.to_dict()["estimated_completion"]
-            body["status_url"] = url_for("maintenance_guard.status_page")
-            response = jsonify(body)
-        else:
-            html = render_template(
-                "mg_blocked.html",
-                refused=refused,
-                alternatives=alternatives,
-                status=status.to_dict(),
-            )
-            response = Response(html, mimetype="text/html")
-        response.status_code = 503
-        response.headers["Retry-After"] = str(max(1, int(refused.retry_after)))
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return refusal_response(self.active_guard, refused, as_json=self.wants_json())
 
     # ------------------------------------------------------------------ bypass cookie
 
-    def _bypass_serializer(self) -> URLSafeTimedSerializer | None:
+    def _bypass_secrets(self) -> tuple[str | bytes, str] | None:
         secret_key = current_app.secret_key
-        if not secret_key or not self.config["BYPASS_SECRET"]:
+        bypass = self.config["BYPASS_SECRET"]
+        if not secret_key or not bypass:
             return None
-        return URLSafeTimedSerializer(secret_key, salt=_BYPASS_SALT)
+        return secret_key, str(bypass)
 
     def _bypass_fingerprint(self) -> str:
-        # Binds cookies to the current bypass secret: rotating it revokes every cookie.
-        secret = str(self.config["BYPASS_SECRET"]).encode()
-        return hashlib.sha256(b"maintenance-guard-bypass:" + secret).hexdigest()[:32]
+        # Binds cookies to the current secrets: changing either revokes every cookie.
+        secrets = self._bypass_secrets()
+        if secrets is None:
+            raise RuntimeError("the bypass cookie needs SECRET_KEY and a bypass secret")
+        return bypass_fingerprint(*secrets)
 
     def bypass_secret_matches(self, candidate: str) -> bool:
         """Constant-time comparison with ``MAINTENANCE_GUARD_BYPASS_SECRET``."""
@@ -370,30 +374,29 @@ class FlaskMaintenance:
             return False
         return hmac.compare_digest(str(secret).encode(), candidate.encode())
 
+    @property
+    def bypass_limiter(self) -> FailedAttemptLimiter:
+        """Counts wrong bypass secrets (raises RuntimeError before `init_app`)."""
+        if self._bypass_limiter is None:
+            raise RuntimeError("FlaskMaintenance.init_app(app) has not been called")
+        return self._bypass_limiter
+
     def make_bypass_cookie(self) -> str:
         """A signed bypass cookie value (needs ``SECRET_KEY`` and a bypass secret)."""
-        serializer = self._bypass_serializer()
-        if serializer is None:
+        secrets = self._bypass_secrets()
+        if secrets is None:
             raise RuntimeError(
                 "the bypass cookie needs SECRET_KEY and MAINTENANCE_GUARD_BYPASS_SECRET"
             )
-        return serializer.dumps({"fp": self._bypass_fingerprint()})
+        return _make_cookie(*secrets)
 
     def has_valid_bypass_cookie(self) -> bool:
         """True if the request carries an unexpired bypass cookie signed by this app."""
         value = request.cookies.get(BYPASS_COOKIE)
-        if not value:
+        secrets = self._bypass_secrets()
+        if not value or secrets is None:
             return False
-        serializer = self._bypass_serializer()
-        if serializer is None:
-            return False
-        try:
-            data = serializer.loads(value, max_age=int(self.config["BYPASS_MAX_AGE"]))
-        except BadSignature:  # also SignatureExpired
-            return False
-        return isinstance(data, dict) and hmac.compare_digest(
-            str(data.get("fp", "")), self._bypass_fingerprint()
-        )
+        return _cookie_is_valid(value, *secrets, max_age=int(self.config["BYPASS_MAX_AGE"]))
 
 
 def get_extension(app: Flask | None = None) -> FlaskMaintenance:

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from .errors import ConcurrentChange, InvalidInput, StoreUnavailable, UnknownOperation
+from .flask_bodies import DisableRequest, EmergencyRequest, EnableRequest
 from .flask_stream import TooManyStreams
 from .inputs import MAX_GRACE_SECONDS, clean_reason, parse_duration
 from .modes import MaintenanceMode
@@ -140,13 +141,6 @@ def _read_at_most(stream: Any, size: int) -> bytes:
         parts.append(piece)
         total += len(piece)
     return b"".join(parts)
-
-
-def _checked_int_like(value: object, what: str) -> object:
-    # Python ints beyond float range would overflow inside the duration parser.
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**12:
-        raise InvalidInput(f"{what} is out of range")
-    return value
 
 
 def report_to_json(report: object) -> object:
@@ -276,43 +270,29 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
 
     @admin_route(f"{API}/enable", "api_enable")
     def api_enable() -> Response:
-        body = read_json_body(ext, _ENABLE_FIELDS, optional=False)
-        auto_end = body.get("auto_end", False)
-        if not isinstance(auto_end, bool):
-            raise InvalidInput("auto_end must be true or false")
-        operations = body.get("operations")
-        if operations is not None and not isinstance(operations, list):
-            raise InvalidInput("operations must be a list of operation names")
-        if operations is not None and not all(isinstance(op, str) for op in operations):
-            raise InvalidInput("operations must be a list of operation names")
-        duration = _checked_int_like(body.get("duration"), "duration")
-        if duration is not None and not isinstance(duration, (int, float, str)):
-            raise InvalidInput("duration must be a number of seconds or a text like 1h30m")
+        args = EnableRequest.from_body(read_json_body(ext, _ENABLE_FIELDS, optional=False))
         status = ext.active_guard.enable(
-            MaintenanceMode.parse(body.get("mode", "normal")),
-            reason=body.get("reason"),  # type: ignore[arg-type]  # validated by the guard
-            duration=duration,  # type: ignore[arg-type]
+            args.mode,
+            reason=args.reason,
+            duration=args.duration,
             by=ext.request_user() or "admin",
-            auto_end=auto_end,
-            operations=operations,
+            auto_end=args.auto_end,
+            operations=args.operations,
         )
         return jsonify(_with_jobs(ext, status))
 
     @admin_route(f"{API}/disable", "api_disable")
     def api_disable() -> Response:
-        body = read_json_body(ext, _DISABLE_FIELDS, optional=True)
-        status = ext.active_guard.disable(
-            by=ext.request_user() or "admin", reason=body.get("reason") or ""
-        )
+        args = DisableRequest.from_body(read_json_body(ext, _DISABLE_FIELDS, optional=True))
+        status = ext.active_guard.disable(by=ext.request_user() or "admin", reason=args.reason)
         return jsonify(_with_jobs(ext, status))
 
     @admin_route(f"{API}/emergency", "api_emergency")
     def api_emergency() -> Response:
-        body = read_json_body(ext, _EMERGENCY_FIELDS, optional=False)
-        reason = clean_reason(body.get("reason"))
-        grace_raw = _checked_int_like(body.get("grace_period", 30), "grace_period")
+        args = EmergencyRequest.from_body(read_json_body(ext, _EMERGENCY_FIELDS, optional=False))
+        reason = clean_reason(args.reason)
         grace = parse_duration(
-            grace_raw, what="grace_period", maximum=MAX_GRACE_SECONDS, allow_zero=True
+            args.grace_period, what="grace_period", maximum=MAX_GRACE_SECONDS, allow_zero=True
         )
         guard = ext.active_guard
         actor = ext.request_user() or "admin"

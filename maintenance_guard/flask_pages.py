@@ -5,12 +5,24 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, abort, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from .errors import InvalidInput, StoreUnavailable
 from .events import summarise_counts
 from .flask_api import API, ApiError, csrf_token, register_api
+from .flask_refusal import about_duration, operation_labels
 from .inflight import InflightRegistry
 from .status import iso_utc
 
@@ -33,24 +45,40 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
         static_url_path=STATIC_URL_PATH,
     )
     register_api(bp, ext)
+    bp.add_app_template_filter(human_time, "mg_time")
+    bp.add_app_template_filter(badge_text, "mg_badge")
+    bp.add_app_template_global(lambda: dict(BADGES), "mg_badges")
 
     @bp.get("/maintenance")
     def status_page() -> str:
-        guard = ext.active_guard
         admin = ext.request_is_admin()
         status = ext.status_dict(admin=admin)
-        blocked = [
-            {"operation": name, "message": guard.catalog.info(name).message}
-            for name in status["blocked_operations"]
-            if name in guard.catalog
-        ]
-        return render_template("mg_status.html", status=status, blocked=blocked)
+        return render_template(
+            "mg_status.html", status=status, catalog=operation_labels(ext.active_guard)
+        )
 
     @bp.get("/maintenance/bypass/<path:secret>")
     def bypass(secret: str) -> BaseResponse:
-        if not ext.bypass_secret_matches(secret) or not ext.config["BYPASS_SECRET"]:
+        if not ext.config["BYPASS_SECRET"]:
             abort(404)
-        from .flask import BYPASS_COOKIE
+        address = request.remote_addr or "unknown"
+        wait = ext.bypass_limiter.retry_after(address)
+        if wait is not None:
+            logger.warning(
+                "bypass URL: too many wrong secrets; refusing for %ss",
+                wait,
+                extra={"mg_client": address, "mg_retry_after": wait},
+            )
+            return Response(
+                f"Too many wrong attempts. Try again in about {about_duration(wait)}.\n",
+                status=429,
+                mimetype="text/plain",
+                headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
+            )
+        if not ext.bypass_secret_matches(secret):
+            ext.bypass_limiter.record_failure(address)
+            abort(404)
+        from .flask_bypass import BYPASS_COOKIE
 
         response = redirect("/")
         response.set_cookie(
@@ -70,7 +98,7 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
     @bp.get("/admin/maintenance")
     def admin_dashboard() -> Response | tuple[str, int]:
         if not ext.request_is_admin():
-            return render_template("mg_forbidden.html"), 403
+            return render_template("mg_forbidden.html", login_url=login_url(ext)), 403
         response = Response(
             render_template(
                 "mg_admin.html",
@@ -78,6 +106,7 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
                 overview=admin_overview(ext),
                 csrf_token=csrf_token(),
                 operations=ext.active_guard.catalog.high_risk(),
+                catalog=operation_labels(ext.active_guard),
             ),
             mimetype="text/html",
         )
@@ -93,6 +122,42 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
         return response
 
     return bp
+
+
+BADGES = {
+    "off": "All systems operational",
+    "normal": "Maintenance in progress",
+    "emergency": "Emergency maintenance in progress",
+    "test": "Maintenance test running: everything works as usual",
+}
+
+
+def badge_text(mode: str | None) -> str:
+    """The status badge's words for a mode (``"off"``/None: no maintenance)."""
+    return BADGES.get(mode or "off", BADGES["normal"])
+
+
+def human_time(iso: str | None) -> str:
+    """``2025-01-15T10:00:00Z`` as ``2025-01-15 10:00 UTC`` (the page shows local time)."""
+    if not iso:
+        return ""
+    day, _, clock = iso.partition("T")
+    return f"{day} {clock[:5]} UTC" if clock else iso
+
+
+def login_url(ext: FlaskMaintenance) -> str | None:
+    """Where the 403 page sends people to sign in: ``MAINTENANCE_GUARD_LOGIN_URL`` (a URL or
+    an endpoint name), else the app's ``login`` endpoint, with ``next`` set to this page."""
+    configured = ext.config["LOGIN_URL"]
+    target = str(configured) if configured else "login"
+    if "/" in target:
+        return target
+    if target not in current_app.view_functions:
+        return None
+    try:
+        return url_for(target, next=request.path)
+    except BuildError:  # the endpoint needs URL arguments
+        return None
 
 
 def admin_overview(ext: FlaskMaintenance, *, events: int = 20) -> dict[str, Any]:

@@ -80,6 +80,12 @@ class OperationInfo:
     message: str
     alternatives: tuple[str, ...] = ()
     high_risk: bool = True
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        """The human label ("Caption generation"); from the name when none was given."""
+        return self.label or self.name.replace("_", " ").capitalize()
 
 
 _BUILTIN_INFO: tuple[OperationInfo, ...] = (
@@ -87,43 +93,51 @@ _BUILTIN_INFO: tuple[OperationInfo, ...] = (
         "caption_generation",
         "Caption generation is temporarily unavailable due to system maintenance.",
         ("Browse and edit your existing captions", "Review previously generated captions"),
+        label="Caption generation",
     ),
     OperationInfo(
         "job_creation",
         "New jobs cannot be started during system maintenance.",
         ("Check the status of your existing jobs", "Download completed results"),
+        label="Starting new jobs",
     ),
     OperationInfo(
         "platform_operations",
         "Platform connections and switching are temporarily unavailable during system maintenance.",
         ("Use the platform you are connected to in read-only mode",),
+        label="Platform connections",
     ),
     OperationInfo(
         "batch_operations",
         "Batch operations are temporarily unavailable during system maintenance.",
         ("Work on single items one at a time once maintenance ends", "Review past batches"),
+        label="Batch operations",
     ),
     OperationInfo(
         "user_data_modification",
         "Profile and settings changes are temporarily unavailable during system maintenance.",
         ("View your profile and settings",),
+        label="Profile and settings changes",
     ),
     OperationInfo(
         "image_processing",
         "Image upload and processing are temporarily unavailable during system maintenance.",
         ("Browse images you have already uploaded",),
+        label="Image upload and processing",
     ),
     OperationInfo(
         "read",
         "This page is temporarily unavailable during emergency maintenance.",
         ("Check the maintenance status page for updates",),
         high_risk=False,
+        label="Viewing pages",
     ),
     OperationInfo(
         "admin",
         "Administrative functions are temporarily unavailable during maintenance.",
         (),
         high_risk=False,
+        label="Administration",
     ),
 )
 
@@ -137,7 +151,13 @@ class OperationCatalog:
     def __init__(self, extra: Iterable[OperationInfo] = ()) -> None:
         self._info: dict[str, OperationInfo] = {i.name: i for i in _BUILTIN_INFO}
         for info in extra:
-            self.register(info.name, info.message, info.alternatives, high_risk=info.high_risk)
+            self.register(
+                info.name,
+                info.message,
+                info.alternatives,
+                high_risk=info.high_risk,
+                label=info.label,
+            )
 
     def register(
         self,
@@ -146,14 +166,16 @@ class OperationCatalog:
         alternatives: Iterable[str] = (),
         *,
         high_risk: bool = True,
+        label: str = "",
     ) -> OperationInfo:
-        """Add (or replace) an operation; names are lowercase identifiers."""
+        """Add (or replace) an operation; names are lowercase identifiers. ``label`` is
+        what pages show (default: from the name)."""
         if not isinstance(name, str) or not _OPERATION_NAME.match(name):
             raise InvalidInput(
                 f"operation name {name!r} must be a lowercase identifier "
                 "(letters, digits, underscores; at most 64 characters)"
             )
-        info = OperationInfo(name, message, tuple(alternatives), high_risk)
+        info = OperationInfo(name, message, tuple(alternatives), high_risk, str(label or ""))
         self._info[name] = info
         return info
 

@@ -1,0 +1,133 @@
+"""The admin routes' JSON bodies, checked against the types of the OpenAPI document.
+
+Only types are checked here (a string where the document says integer is refused, not
+converted); ranges, lengths and the meaning of values are the guard's own checks. Every
+failure is an `InvalidInput` (400), raised before anything changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .errors import InvalidInput
+from .modes import MaintenanceMode
+
+_MAX_INT = 10**12  # beyond float range the duration parser would overflow
+
+
+def _is_integer(value: object) -> bool:
+    # JSON has one number type: 60 and 60.0 are the same integer (JSON Schema agrees).
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value) and value.is_integer()
+
+
+def _integer(value: object, what: str) -> int:
+    if not _is_integer(value):
+        raise InvalidInput(f"{what} must be an integer (a JSON number), not {_kind(value)}")
+    number = int(cast(float, value))
+    if abs(number) > _MAX_INT:
+        raise InvalidInput(f"{what} is out of range")
+    return number
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _string(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    if name not in body:
+        if required:
+            raise InvalidInput(f"{name} is required")
+        return None
+    value = body[name]
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, not {_kind(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class EnableRequest:
+    """``POST /api/maintenance/enable``."""
+
+    mode: MaintenanceMode
+    reason: str
+    duration: int | str | None
+    auto_end: bool
+    operations: list[str] | None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> EnableRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        mode = _string(body, "mode", required=False)
+        reason = _string(body, "reason", required=True)
+        duration: int | str | None = None
+        if "duration" in body:
+            raw = body["duration"]
+            if isinstance(raw, str):
+                duration = raw
+            elif _is_integer(raw):
+                duration = _integer(raw, "duration")
+            else:
+                raise InvalidInput(
+                    f"duration must be a number of seconds or a text like 1h30m, not {_kind(raw)}"
+                )
+        auto_end = body.get("auto_end", False)
+        if not isinstance(auto_end, bool):
+            raise InvalidInput(f"auto_end must be true or false, not {_kind(auto_end)}")
+        operations = body.get("operations")
+        if "operations" in body:
+            if not isinstance(operations, list) or not all(
+                isinstance(op, str) for op in operations
+            ):
+                raise InvalidInput("operations must be a list of operation names")
+            if not operations:
+                raise InvalidInput("operations must name at least one operation (or be left out)")
+        assert reason is not None
+        return cls(
+            mode=MaintenanceMode.parse(mode if mode is not None else "normal"),
+            reason=reason,
+            duration=duration,
+            auto_end=auto_end,
+            operations=operations,
+        )
+
+
+@dataclass(frozen=True)
+class DisableRequest:
+    """``POST /api/maintenance/disable`` (the body is optional)."""
+
+    reason: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> DisableRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        return cls(reason=_string(body, "reason", required=False) or "")
+
+
+@dataclass(frozen=True)
+class EmergencyRequest:
+    """``POST /api/maintenance/emergency``."""
+
+    reason: str
+    grace_period: int
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], default_grace: int = 30) -> EmergencyRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        reason = _string(body, "reason", required=True)
+        grace = default_grace
+        if "grace_period" in body:
+            grace = _integer(body["grace_period"], "grace_period")
+        assert reason is not None
+        return cls(reason=reason, grace_period=grace)
