@@ -1,4 +1,9 @@
-"""`maintenance-guard demo`: the example web app and a Celery worker, on one Redis."""
+"""`maintenance-guard demo`: the packaged demo web app and a Celery worker, on one Redis.
+
+The demo runs `maintenance_guard.demo` (shipped in the wheel), so it works from any
+directory. When it had to start the embedded redis-server itself, it stops it again on
+exit; a server that was already running is left running.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import FrameType
 
 import click
 
+from .. import embedded
 from ..cli import cli_errors, main
-from ..embedded import URL_ENV, resolve_url
+from ..embedded import URL_ENV
 from ..errors import InvalidInput
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+from ..urls import mask_url
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -61,19 +65,22 @@ def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> No
 @click.pass_context
 @cli_errors
 def demo(ctx: click.Context, port: int, host: str, no_worker: bool, concurrency: int) -> None:
-    """Run the example web app and a Celery worker until Ctrl-C.
+    """Run the demo web app and a Celery worker until Ctrl-C.
 
     Uses --redis-url / $MAINTENANCE_GUARD_REDIS_URL when set, else the embedded
-    redis-server (also the Celery broker then).
+    redis-server (also the Celery broker then), which it stops on exit if it started it.
     """
     obj = ctx.find_root().obj
     if not _port_free(host, port):
         raise InvalidInput(f"port {port} on {host} is in use; choose another with --port")
-    url = resolve_url(obj.get("url"))
+    url = obj.get("url") or os.environ.get(URL_ENV)
+    started_embedded = False
+    if not url:
+        started_embedded = not embedded.status().running
+        url = embedded.ensure_running()
     env = dict(os.environ)
     env[URL_ENV] = url
     env["MAINTENANCE_GUARD_KEY_PREFIX"] = obj["prefix"]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
 
     processes: list[subprocess.Popen[bytes]] = []
@@ -87,21 +94,20 @@ def demo(ctx: click.Context, port: int, host: str, no_worker: bool, concurrency:
             processes.append(
                 subprocess.Popen(
                     [
-                        sys.executable, "-m", "celery", "-A", "workers", "worker",
-                        "--loglevel", "INFO", "--pool", "prefork",
+                        sys.executable, "-m", "celery", "-A", "maintenance_guard.demo.worker",
+                        "worker", "--loglevel", "INFO", "--pool", "prefork",
                         "--concurrency", str(concurrency), "--hostname", "demo@%h",
                     ],
-                    cwd=PROJECT_ROOT,
                     env=env,
                 )
             )  # fmt: skip
         web = subprocess.Popen(
             [
-                sys.executable, "-m", "flask", "--app", "workers.web:app", "run",
+                sys.executable, "-m", "flask",
+                "--app", "maintenance_guard.demo.web:from_environment", "run",
                 "--host", host, "--port", str(port), "--with-threads", "--no-reload",
                 "--no-debugger",
             ],
-            cwd=PROJECT_ROOT,
             env=env,
         )  # fmt: skip
         processes.append(web)
@@ -112,8 +118,22 @@ def demo(ctx: click.Context, port: int, host: str, no_worker: bool, concurrency:
                 click.echo("Error: the web app did not start; see its output above.", err=True)
                 sys.exit(1)
             time.sleep(0.2)
-        worker = "not started (--no-worker)" if no_worker else "celery -A workers worker"
-        cli = f"maintenance-guard --redis-url '{url}'"
+        worker = (
+            "not started (--no-worker)"
+            if no_worker
+            else "celery -A maintenance_guard.demo.worker worker"
+        )
+        shown = mask_url(url)
+        is_embedded = url == embedded.embedded_url()
+        redis_line = shown
+        if started_embedded:
+            redis_line += "  (embedded; started by the demo, stopped when it ends)"
+        elif is_embedded:
+            redis_line += (
+                "  (embedded, already running; it stays running: "
+                "`maintenance-guard embedded stop` stops it)"
+            )
+        cli = "maintenance-guard" if is_embedded else f"maintenance-guard --redis-url '{shown}'"
         if obj["prefix"] != "maintenance_guard":
             cli += f" --prefix {obj['prefix']}"
         click.echo(
@@ -125,12 +145,13 @@ def demo(ctx: click.Context, port: int, host: str, no_worker: bool, concurrency:
                     f"  Status page:      {base}/maintenance",
                     f"  Admin dashboard:  {base}/admin/maintenance  (sign in as 'admin' at /login)",
                     f"  Status API:       {base}/api/maintenance/status",
-                    f"  Redis:            {url}",
+                    f"  Redis:            {redis_line}",
                     f"  Worker:           {worker}",
                     "",
                     "Try, in another terminal:",
                     f"  {cli} enable --reason 'Database upgrade' --duration 15m",
                     f"  curl -i -X POST {base}/api/captions",
+                    "  (or press a 'Submit work' button on the app's page)",
                     f"  {cli} status",
                     f"  {cli} disable",
                     "",
@@ -149,4 +170,6 @@ def demo(ctx: click.Context, port: int, host: str, no_worker: bool, concurrency:
     finally:
         _stop(processes)
         signal.signal(signal.SIGTERM, previous)
+        if started_embedded and embedded.stop():
+            click.echo("Stopped the embedded redis-server the demo had started.")
     click.echo("Demo stopped.")

@@ -1,4 +1,6 @@
-"""`maintenance-guard demo` starts the example web app and a worker, answers, stops cleanly."""
+"""`maintenance-guard demo` starts the packaged demo web app and a worker, answers, stops
+cleanly, and stops the embedded redis-server only if it started it
+(`maintenance-guard embedded status|stop` for the rest)."""
 
 from __future__ import annotations
 
@@ -92,6 +94,14 @@ def test_demo_serves_the_app_and_follows_the_switch(
         status, headers, body = http("POST", f"{base}/api/captions", {})
         assert int(headers["Retry-After"]) >= 1
         assert json.loads(body)["operation"] == "caption_generation"
+        # The page's "Submit work" forms post to HTML endpoints: a browser sees the HTML page.
+        status, headers, body = http(
+            "POST", f"{base}/work/captions", headers={"Accept": "text/html"}
+        )
+        assert status == 503 and headers["Content-Type"].startswith("text/html")
+        assert "Caption generation is temporarily unavailable" in body.decode()
+        home = http("GET", f"{base}/")[2].decode()
+        assert 'action="/work/captions"' in home and 'action="/api/' not in home
         output = demo.stop(timeout=30)
     assert demo.proc.returncode == 0
     assert "Status page:" in output and "Demo stopped." in output
@@ -140,10 +150,62 @@ def test_demo_on_a_bare_machine_runs_submitted_work_on_its_worker(tmp_path: Path
             output = demo.stop(timeout=60)
         assert demo.proc.returncode == 0
         assert "redis.sock" in output and "Demo stopped." in output
+        assert "started by the demo, stopped when it ends" in output
+        assert "Stopped the embedded redis-server the demo had started." in output
+        # Nothing is left running.
+        status = embedded_cli(env, "status")
+        assert status.returncode == 3 and "not running" in status.stdout
     finally:
-        subprocess.run(
-            [sys.executable, "-c", "from maintenance_guard.embedded import stop; stop()"],
+        embedded_cli(env, "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def embedded_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maintenance_guard.cli", "embedded", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_demo_leaves_an_embedded_server_it_did_not_start_running_and_says_how_to_stop_it(
+    tmp_path: Path,
+) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MAINTENANCE_GUARD_REDIS_URL", "CELERY_BROKER_URL", "REDIS_URL")
+    }
+    home = Path("/tmp") / f"mg-emb-{tmp_path.name[-20:]}"
+    env["MAINTENANCE_GUARD_HOME"] = str(home)
+    try:
+        assert embedded_cli(env, "status").returncode == 3
+        # Any command without a URL starts the embedded server; it is running before the demo.
+        started = subprocess.run(
+            [sys.executable, "-m", "maintenance_guard.cli", "status"],
             env=env,
-            timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
+        assert started.returncode == 0, started.stderr
+        status = embedded_cli(env, "status")
+        assert status.returncode == 0 and "running" in status.stdout
+        assert str(home / "redis.sock") in status.stdout and "PID:" in status.stdout
+        with running_demo(env, "--no-worker") as (base, demo):
+            assert http("GET", f"{base}/maintenance")[0] == 200
+            output = demo.stop(timeout=30)
+        assert demo.proc.returncode == 0
+        assert "already running; it stays running" in output
+        assert "maintenance-guard embedded stop" in output
+        assert embedded_cli(env, "status").returncode == 0  # still running
+        stopped = embedded_cli(env, "stop")
+        assert stopped.returncode == 0 and "Stopped the embedded redis-server" in stopped.stdout
+        assert embedded_cli(env, "status").returncode == 3
+        again = embedded_cli(env, "stop")
+        assert again.returncode == 0 and "No embedded redis-server is running" in again.stdout
+    finally:
+        embedded_cli(env, "stop")
         shutil.rmtree(home, ignore_errors=True)
