@@ -22,6 +22,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,14 +31,18 @@ from typing import Any, cast
 from celery import Celery, Task, bootsteps, signals
 from celery import canvas as _canvas
 from kombu.utils import json as _kombu_json
+from redis.exceptions import RedisError
 
-from .deferred import DeferredEntry, DeferredQueue, check_policy, new_entry
-from .errors import MaintenanceActive, MaintenanceGuardError, StoreUnavailable
+from .admin_signature import AdminSigner
+from .brokers import broker_key, broker_of
+from .deferred import DeferredEntry, DeferredQueue, Replayer, check_policy, new_entry
+from .errors import DeferralUnconfirmed, MaintenanceActive, MaintenanceGuardError, StoreUnavailable
 from .guard import MaintenanceGuard
-from .inflight import Heartbeat, InflightJob, InflightRegistry
+from .inflight import InflightJob, InflightRegistry, InflightTracker
 from .modes import MaintenanceMode
 from .settings import GuardSettings
 from .status import MaintenanceStatus
+from .store import RedisStore, event_fields
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -46,6 +51,8 @@ HEADER_PUBLISHED_AT = "mg_published_at"
 HEADER_GUARDED = "mg_guarded"
 HEADER_RUNNING_WORK = "mg_running_work"
 HEADER_REPLAYED = "mg_replayed"
+HEADER_ADMIN = "mg_admin"  # an admin's submission: HMAC stamp (admin_signature.py)
+DEFERRED_SWEEP_SECONDS = 5.0
 
 _local = threading.local()
 
@@ -65,11 +72,21 @@ class Installation:
     guard: MaintenanceGuard
     registry: InflightRegistry
     deferred: DeferredQueue
-    heartbeat: Heartbeat
+    tracker: InflightTracker
+    signer: AdminSigner
     worker_policy: str
+    broker: str  # the broker's address, password masked: identifies this app's queue
     hostname: str | None = None
     receivers: list[tuple[Any, Callable[..., Any]]] = field(default_factory=list)
-    _replay_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The process that sweeps the deferred queue (not a forked pool or web child).
+    sweeper_pid: int = field(default_factory=os.getpid)
+    # Deferrals whose write timed out (it may still have landed), by task id.
+    uncertain: dict[str, DeferredEntry] = field(default_factory=dict)
+    # What this process last knew of the deferred queue, to notice a Redis that lost it.
+    known_deferred: int = 0
+    deferred_marker: str | None = None
+    parked_here: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+    replayer: Replayer | None = None
 
     def operation_of(self, name: str, task: Any = None) -> str | None:
         """The operation a task name maps to (a `GuardedTask`'s declaration first)."""
@@ -79,16 +96,81 @@ class Installation:
         return self.guard.task_operations.classify(name)
 
     def replay_deferred(self) -> int:
-        """Replay parked submissions now if maintenance is off; returns how many were sent."""
+        """Replay this broker's parked submissions now if maintenance is off; returns how
+        many were sent. (Replay also happens by itself, from a background thread.)"""
+        if not self._maintenance_off():
+            return 0
+        report = self.deferred.replay(self._send_entry, keep_going=self._still_off)
+        return len(report.sent)
+
+    def request_replay(self) -> None:
+        """Replay this broker's parked submissions soon, from the background thread,
+        retrying with backoff until they are sent (or maintenance starts again)."""
+        if self.replayer is None:
+            self.replayer = Replayer(self.deferred, self._send_entry, self._maintenance_off)
+        self.replayer.request()
+
+    def park(self, entry: DeferredEntry) -> bool:
+        """Park ``entry`` (idempotent by id); True if parked now, False if it already was."""
+        parked = self.deferred.park(entry)
+        self.parked_here.append(entry.id)
+        self.known_deferred += 1
+        return parked
+
+    def sweep_deferred(self) -> None:
+        """Periodic (watcher thread): notice parked work that waits while maintenance is
+        off (a replayer died, the broker was down) and a store that lost the queue."""
+        if os.getpid() != self.sweeper_pid:
+            return
+        check = self.deferred.check()
+        if (
+            self.deferred_marker is not None
+            and check.marker != self.deferred_marker
+            and self.known_deferred > 0
+        ):
+            self._report_lost_deferrals(check.marker)
+        self.deferred_marker = check.marker
+        self.known_deferred = check.pending
+        if check.pending and not self.guard.current().is_active:
+            self.request_replay()
+
+    def _report_lost_deferrals(self, marker: str | None) -> None:
+        lost, ids = self.known_deferred, list(self.parked_here)
+        logger.warning(
+            "the store lost the deferred queue of %s (Redis restarted without persistence): "
+            "%d parked submission(s) this process knew of will never run%s",
+            self.broker,
+            lost,
+            f"; parked by this process: {', '.join(ids[-20:])}" if ids else "",
+            extra={"mg_event": "deferred_lost", "mg_lost": lost, "mg_task_ids": ids[-100:]},
+        )
+        store = self.deferred.store
+        claim = store.key(f"deferred:{self.deferred.app}:lost:{self.deferred_marker}")
+        try:
+            with store._errors("claim the deferred-loss report"):
+                first = store.redis.set(claim, "1", nx=True, ex=86_400)
+            if first:
+                self.guard.store.append_event(
+                    event_fields(
+                        "deferred_lost",
+                        actor="maintenance-guard",
+                        reason="Redis restarted without persistence; parked work was lost",
+                        broker=self.broker,
+                        known=lost,
+                        task_ids=ids[-100:] or None,
+                    )
+                )
+        except StoreUnavailable:
+            pass
+        self.parked_here.clear()
+
+    def _maintenance_off(self) -> bool:
         # Read the store, not only memory: a replay started on a stale "off" would
         # publish during a new maintenance (the worker re-check would park it again).
-        if self.guard.refresh().is_active:
-            return 0
-        with self._replay_lock:
-            report = self.deferred.replay(
-                self._send_entry, keep_going=lambda: not self.guard.current().is_active
-            )
-        return len(report.sent)
+        return not self.guard.refresh().is_active
+
+    def _still_off(self) -> bool:
+        return not self.guard.current().is_active
 
     def _send_entry(self, entry: DeferredEntry) -> None:
         payload = entry.payload
@@ -105,7 +187,11 @@ class Installation:
         body = base64.b64decode(payload["body"])
         headers = dict(payload.get("headers") or {})
         headers.update(
-            {HEADER_PUBLISHED_AT: repr(time.time()), HEADER_GUARDED: "1", HEADER_REPLAYED: "1"}
+            {
+                HEADER_PUBLISHED_AT: repr(self.guard.now()),
+                HEADER_GUARDED: "1",
+                HEADER_REPLAYED: "1",
+            }
         )
         props = {k: v for k, v in (payload.get("properties") or {}).items() if v is not None}
         with self.app.producer_or_acquire() as producer:
@@ -148,17 +234,18 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
             guard.catalog.require(operation)  # all valid before the guard changes
         for pattern, operation in settings.task_operations.items():
             guard.task_operations.add(pattern, operation)
-    policy = guard.settings.worker_policy
+    store = cast(RedisStore, guard.store)
+    registry = InflightRegistry(store, guard.settings.heartbeat_timeout, now=guard.now)
+    broker = broker_of(app)
     inst = Installation(
         app=app,
         guard=guard,
-        registry=InflightRegistry(guard.store, guard.settings.heartbeat_timeout),
-        deferred=DeferredQueue(guard.store),
-        heartbeat=Heartbeat(
-            InflightRegistry(guard.store, guard.settings.heartbeat_timeout),
-            guard.settings.heartbeat_interval,
-        ),
-        worker_policy=policy,
+        registry=registry,
+        deferred=DeferredQueue(store, broker_key(broker)),
+        tracker=InflightTracker(registry, guard.settings.heartbeat_interval),
+        signer=AdminSigner(store),
+        worker_policy=guard.settings.worker_policy,
+        broker=broker,
     )
     for task in list(app._tasks.values()) if hasattr(app, "_tasks") else []:
         _validate_task(guard, task)
@@ -170,10 +257,12 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
     app.steps["consumer"].add(GuardConsumerStep)
 
     def on_change(status: MaintenanceStatus) -> None:
-        if not status.is_active:
-            threading.Thread(target=_replay_quietly, args=(inst,), daemon=True).start()
+        if not status.is_active and os.getpid() == inst.sweeper_pid:
+            inst.request_replay()
 
     guard.add_listener(on_change)
+    guard.add_periodic(_quietly(inst.sweep_deferred), DEFERRED_SWEEP_SECONDS)
+    _warn_about_other_brokers(inst)
     from .emergency_worker import install_worker_hooks
 
     # Emergency mode: worker control commands, terminated jobs refused, resume after.
@@ -181,15 +270,41 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
     return guard
 
 
-def _replay_quietly(inst: Installation) -> None:
+def _quietly(task: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            task()
+        except StoreUnavailable as exc:
+            logger.debug("maintenance-guard periodic task: %s", exc)
+
+    return run
+
+
+def _warn_about_other_brokers(inst: Installation) -> None:
+    """Two apps on different brokers sharing one key prefix share the maintenance state
+    (often intended) but each only reaches its own workers: say so loudly, once."""
+    info = {"broker": inst.broker, "main": inst.app.main, "pid": os.getpid(),
+            "host": socket.gethostname(), "seen_at": time.time()}  # fmt: skip
     try:
-        inst.replay_deferred()
-    except (StoreUnavailable, MaintenanceGuardError) as exc:
+        others = inst.deferred.register(info)
+    except StoreUnavailable:
+        return
+    recent = {
+        key: other
+        for key, other in others.items()
+        if time.time() - float(other.get("seen_at") or 0) < 7 * 86_400
+    }
+    for other in recent.values():
         logger.warning(
-            "could not replay deferred submissions: %s", exc, extra={"mg_event": "replay_failed"}
+            "key prefix %r is shared with a Celery app on another broker (%s; this app: %s). "
+            "The maintenance state is shared, but deferred work is replayed and emergency "
+            "commands reach workers only through each app's own broker; give each app its "
+            "own maintenance_guard_key_prefix unless one switch for both is intended",
+            inst.guard.store.prefix,  # type: ignore[attr-defined]
+            other.get("broker"),
+            inst.broker,
+            extra={"mg_event": "prefix_shared", "mg_broker": inst.broker},
         )
-    except Exception:
-        logger.exception("replaying deferred submissions failed")
 
 
 def _validate_task(guard: MaintenanceGuard, task: Any) -> None:
@@ -250,14 +365,37 @@ def refuse_publish(
     guard.check(operation, surface="publish", target=name, normal_exempt=running_work)
 
 
-def _stamp(options: dict[str, Any], *, running_work: bool) -> None:
+def _stamp(
+    options: dict[str, Any],
+    now: float,
+    *,
+    running_work: bool = False,
+    inst: Any = None,
+    name: str = "",
+) -> None:
     """Stamp the guard's headers through the ``headers`` option, which Celery merges into
-    the message headers (cheaper than a ``before_task_publish`` receiver)."""
+    the message headers (cheaper than a ``before_task_publish`` receiver). ``inst`` is
+    given during maintenance: an admin's submission then carries a signed stamp."""
     headers = dict(options.get("headers") or ())
-    headers[HEADER_PUBLISHED_AT] = repr(time.time())
+    published = repr(now)
+    headers[HEADER_PUBLISHED_AT] = published
     headers[HEADER_GUARDED] = "1"
     if running_work:
         headers[HEADER_RUNNING_WORK] = "1"
+    if inst is not None and MaintenanceGuard.acting_as_admin():
+        from celery.utils import uuid
+
+        task_id = options.setdefault("task_id", None) or uuid()
+        options["task_id"] = task_id
+        try:
+            headers[HEADER_ADMIN] = inst.signer.sign(name, task_id, published)
+        except StoreUnavailable as exc:
+            logger.warning(
+                "cannot sign an admin's submission of %s (%s); workers will hold it back",
+                name,
+                exc,
+                extra={"mg_event": "admin_sign_failed", "mg_task": name},
+            )
     options["headers"] = headers
 
 
@@ -275,10 +413,14 @@ def _patch_send_task(app: Celery, inst: Installation) -> None:
     @functools.wraps(original)
     def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         policy = options.pop("on_maintenance", None)
+        if inst.uncertain and options.get("task_id") in inst.uncertain:
+            earlier = _resolve_resubmission(inst, options["task_id"], options)
+            if earlier is not None:
+                return earlier
         if _maintenance_off(inst.guard):
             if policy is not None:
                 check_policy(policy)
-            _stamp(options, running_work=False)
+            _stamp(options, inst.guard.now())
             return original(name, args, kwargs, **options)
         task_type = options.get("task_type") or app._tasks.get(name)
         if policy is None:
@@ -297,7 +439,7 @@ def _patch_send_task(app: Celery, inst: Installation) -> None:
             # Callbacks, the rest of a chain, a chord body: published later by a worker,
             # so they are checked now, with the task itself.
             refuse_names(inst, _option_names(options), running_work=running)
-        _stamp(options, running_work=running)
+        _stamp(options, inst.guard.now(), running_work=running, inst=inst, name=name)
         return original(name, args, kwargs, **options)
 
     app.send_task = send_task
@@ -333,7 +475,32 @@ _CALL_OPTIONS = (
     "time_limit",
     "soft_time_limit",
     "ignore_result",
+    "retries",
 )
+
+
+def _call_payload(args: Any, kwargs: Any, options: dict[str, Any]) -> dict[str, str]:
+    """The stored form of a `send_task` call (raises TypeError for non-JSON arguments)."""
+    kept = {}
+    for key in _CALL_OPTIONS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if key in ("queue", "exchange") and not isinstance(value, str):
+            value = getattr(value, "name", None)
+        if value is not None:
+            kept[key] = value
+    return {
+        "args": kombu_dumps(list(args or ())),
+        "kwargs": kombu_dumps(dict(kwargs or {})),
+        "options": kombu_dumps(kept),
+    }
+
+
+def _write_may_have_landed(exc: StoreUnavailable) -> bool:
+    """False only when the command certainly never reached Redis (no connection)."""
+    cause = exc.__cause__
+    return not (isinstance(cause, (OSError, RedisError)) and "connecting" in str(cause).lower())
 
 
 def _defer_call(
@@ -348,23 +515,8 @@ def _defer_call(
     from celery.utils import uuid
 
     task_id = options.get("task_id") or uuid()
-    kept = {}
-    for key in _CALL_OPTIONS:
-        value = options.get(key)
-        if value is None:
-            continue
-        if key == "queue" and not isinstance(value, str):
-            value = getattr(value, "name", None)
-        if key == "exchange" and not isinstance(value, str):
-            value = getattr(value, "name", None)
-        if value is not None:
-            kept[key] = value
     try:
-        payload = {
-            "args": kombu_dumps(list(args or ())),
-            "kwargs": kombu_dumps(dict(kwargs or {})),
-            "options": kombu_dumps(kept),
-        }
+        payload = _call_payload(args, kwargs, options)
     except TypeError as exc:
         logger.warning("cannot defer %s: arguments are not JSON: %s", name, exc)
         raise refused from None
@@ -378,15 +530,72 @@ def _defer_call(
         payload=payload,
     )
     try:
-        inst.deferred.park(entry)
+        parked = _park_with_retry(inst, entry)
     except StoreUnavailable as exc:
-        logger.warning("cannot defer %s, refusing instead: %s", name, exc)
-        raise refused from None
+        if not _write_may_have_landed(exc):
+            logger.warning("cannot defer %s, refusing instead: %s", name, exc)
+            raise refused from None
+        # The write timed out: it may land later. Say so, and make a resubmission with
+        # the same id safe (parking is idempotent; see _resolve_resubmission).
+        if len(inst.uncertain) < 10_000:
+            inst.uncertain[task_id] = entry
+        logger.warning(
+            "could not confirm the deferral of %s[%s]: %s",
+            name,
+            task_id,
+            exc,
+            extra={"mg_event": "deferral_unconfirmed", "mg_task": name, "mg_task_id": task_id},
+        )
+        raise DeferralUnconfirmed(
+            refused.operation,
+            refused.mode,
+            f"{refused.message} The request to run it later could not be confirmed "
+            f"(the state store did not answer in time): it may run after maintenance "
+            f"under id {task_id}. To be sure, submit it again with task_id={task_id!r}: "
+            "it is never stored or run twice.",
+            refused.retry_after,
+            refused.status,
+            task_id=task_id,
+        ) from None
     logger.info(
-        "deferred %s[%s] until maintenance ends",
+        "deferred %s[%s] until maintenance ends%s",
         name,
         task_id,
+        "" if parked else " (already deferred under this id)",
         extra={"mg_event": "deferred", "mg_task": name, "mg_task_id": task_id},
+    )
+    result_cls = options.get("result_cls") or inst.app.AsyncResult
+    return result_cls(task_id)
+
+
+def _park_with_retry(inst: Installation, entry: DeferredEntry) -> bool:
+    """Park once; after a timeout (the write may still land) park again: idempotent."""
+    try:
+        return inst.park(entry)
+    except StoreUnavailable as exc:
+        if not _write_may_have_landed(exc):
+            raise
+        return inst.park(entry)
+
+
+def _resolve_resubmission(inst: Installation, task_id: str, options: dict[str, Any]) -> Any:
+    """A submission whose earlier deferral was unconfirmed comes again: if the first one
+    landed, return its result handle instead of submitting twice; None to go on."""
+    try:
+        state = inst.deferred.state_of(task_id)
+    except StoreUnavailable as exc:
+        raise MaintenanceGuardError(
+            f"cannot tell whether task {task_id} was already deferred (the state store is "
+            f"unreachable: {exc}); not submitting it a second time; try again later"
+        ) from None
+    inst.uncertain.pop(task_id, None)
+    if state is None:
+        return None
+    logger.info(
+        "task %s was already deferred (%s); not submitted again",
+        task_id,
+        state,
+        extra={"mg_event": "deferral_confirmed", "mg_task_id": task_id},
     )
     result_cls = options.get("result_cls") or inst.app.AsyncResult
     return result_cls(task_id)
@@ -544,24 +753,34 @@ class GuardedTask(Task):  # type: ignore[misc]
 def worker_verdict(
     inst: Installation, name: str, headers: dict[str, Any], *, dry_run: bool = False
 ) -> str:
-    """``"run"``, ``"defer"`` or ``"reject"`` for a message the worker received now.
+    """``"run"``, ``"defer"`` or ``"reject"`` for a message the worker received, or is
+    about to start, now.
 
     Normal mode runs messages published before maintenance began (by their
-    ``mg_published_at`` stamp) and running work; a message without the stamp was
-    published by a producer without the guard at an unknown time and is not run while
-    its operation is blocked. Emergency mode runs no blocked message. ``dry_run``
-    decides without counting or recording the attempt.
+    ``mg_published_at`` stamp; unless a drain holds them) and running work; a message
+    without the stamp was published by a producer without the guard at an unknown time
+    and is not run while its operation is blocked. Emergency mode runs no blocked
+    message. A message an admin submitted (signed stamp) runs. ``dry_run`` decides
+    without counting or recording the attempt.
     """
     guard = inst.guard
     status = guard.current()
     if not status.is_active:
         return "run"
     operation = inst.operation_of(name, inst.app._tasks.get(name))
+    stamp = headers.get(HEADER_ADMIN)
+    if stamp and inst.signer.verify(
+        stamp, name, headers.get("id"), headers.get(HEADER_PUBLISHED_AT)
+    ):
+        if not dry_run:
+            guard.note_admin_attempt("worker", operation)
+        return "run"  # an admin's submission (signed at publish: admin_signature.py)
     running_work = headers.get(HEADER_RUNNING_WORK) == "1"
     published = _float(headers.get(HEADER_PUBLISHED_AT))
     started = status.started_at
     before = published is not None and started is not None and published < started
-    if status.mode is MaintenanceMode.NORMAL and (running_work or before):
+    normal = status.mode is MaintenanceMode.NORMAL
+    if normal and (running_work or (before and not status.hold_queued)):
         return "run"
     if status.mode is MaintenanceMode.TEST and headers.get(HEADER_GUARDED) == "1" and not before:
         return "run"  # test mode recorded this attempt at its (guarded) publish already
@@ -605,7 +824,7 @@ def _park_message(inst: Installation, message: Any, name: str, reason: str) -> N
             "priority": properties.get("priority") or delivery.get("priority"),
         },
     }
-    inst.deferred.park(
+    inst.park(
         new_entry(
             entry_id=str(headers.get("id") or properties.get("correlation_id")),
             kind="message",
@@ -735,6 +954,121 @@ class GuardConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
             c.on_task_request = _guard_eta_requests(inst, c.on_task_request)
 
 
+# ---------------------------------------------------------------------- job start
+
+
+def guard_task_start(task: Any) -> None:
+    """Check ``task``'s messages again just before each one starts in the pool.
+
+    A message the worker reserved before maintenance began (prefetch, or waiting for a
+    free pool process) passed the re-check on receipt; Celery calls the task class's
+    ``before_start`` inside the traced call, before the task body, so a blocked message
+    is held back there: parked (it runs once after maintenance) and acknowledged with
+    `Ignore`. Patched on the task's own class, wrapping any ``before_start`` it has;
+    done before the pool starts (`worker_init`) so every pool process's tracer sees it.
+    """
+    cls = type(task)
+    resolved = cls.before_start
+    if getattr(resolved, "_mg_guarded", False) or str(task.name).startswith("celery."):
+        return
+
+    def before_start(self: Any, task_id: str, args: Any, kwargs: Any) -> Any:
+        inst = installation_of(self.app)
+        if inst is not None:
+            _refuse_start(inst, self, task_id, args, kwargs)
+        return resolved(self, task_id, args, kwargs)
+
+    before_start._mg_guarded = True  # type: ignore[attr-defined]
+    cls.before_start = before_start
+
+
+def _refuse_start(inst: Installation, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
+    from celery.exceptions import Ignore, Reject
+
+    status = inst.guard.current()
+    if status.mode is None or status.mode is MaintenanceMode.TEST:
+        return  # test mode refuses nothing (its receipt re-check recorded the attempt)
+    request = task.request
+    headers = dict(getattr(request, "headers", None) or {})
+    headers["id"] = task_id
+    verdict = _safe_verdict(inst, task.name, headers)
+    if verdict == "run":
+        return
+    acks_late = bool(getattr(request, "acks_late", None) or task.acks_late)
+    extra = {"mg_event": f"start_{verdict}", "mg_task": task.name, "mg_task_id": task_id}
+    if verdict == "reject":
+        logger.warning("rejected %s[%s] before it started", task.name, task_id, extra=extra)
+        if acks_late:
+            raise Reject("maintenance", requeue=False)
+        raise Ignore()
+    options = _start_options(request)
+    try:
+        entry = new_entry(
+            entry_id=task_id,
+            kind="call",
+            task=task.name,
+            operation=inst.operation_of(task.name, task),
+            source="worker-start",
+            reason=inst.guard.current().reason,
+            payload=_call_payload(args, kwargs, options),
+        )
+        _park_with_retry(inst, entry)
+    except (StoreUnavailable, TypeError) as exc:
+        # Never lose it: back to the broker (a paused worker leaves it queued there).
+        logger.warning(
+            "cannot park %s[%s] before it started (%s); returned to the broker",
+            task.name,
+            task_id,
+            exc,
+            extra=extra,
+        )
+        if acks_late:
+            raise Reject("maintenance", requeue=True) from None
+        with _replaying():
+            inst.app.send_task(task.name, args, kwargs, task_id=task_id, **options)
+        raise Ignore() from None
+    logger.warning(
+        "held back %s[%s] before it started: reserved before maintenance; "
+        "it runs once maintenance ends",
+        task.name,
+        task_id,
+        extra=extra,
+    )
+    raise Ignore()
+
+
+def _start_options(request: Any) -> dict[str, Any]:
+    """`send_task` options that publish a started request again as it came: routing,
+    canvas links, ids, custom headers (not the guard's own)."""
+    delivery = getattr(request, "delivery_info", None) or {}
+    headers = {
+        k: v
+        for k, v in (getattr(request, "headers", None) or {}).items()
+        if not k.startswith("mg_")
+    }
+    limits = getattr(request, "timelimit", None) or (None, None)
+    options = {
+        "exchange": delivery.get("exchange"),
+        "routing_key": delivery.get("routing_key"),
+        "priority": delivery.get("priority"),
+        "headers": headers or None,
+        "link": request.callbacks,
+        "link_error": request.errbacks,
+        "chain": request.chain,
+        "chord": request.chord,
+        "group_id": request.group,
+        "group_index": getattr(request, "group_index", None),
+        "root_id": request.root_id,
+        "parent_id": request.parent_id,
+        "expires": request.expires,
+        "shadow": getattr(request, "shadow", None),
+        "retries": request.retries or None,
+        "time_limit": limits[0],
+        "soft_time_limit": limits[1],
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
 # ---------------------------------------------------------------------- signals
 
 
@@ -750,43 +1084,52 @@ def _connect_signals(inst: Installation) -> None:
     ) -> None:
         if task is None or task_id is None or not ours(task) or task.name.startswith("celery."):
             return
-        job = InflightJob(
-            id=task_id,
-            name=task.name,
-            operation=inst.operation_of(task.name, task),
-            worker=str(
-                getattr(task.request, "hostname", None) or inst.hostname or socket.gethostname()
-            ),
-            pid=os.getpid(),
-            started_at=time.time(),
+        inst.tracker.started(
+            InflightJob(
+                id=task_id,
+                name=task.name,
+                operation=inst.operation_of(task.name, task),
+                worker=str(
+                    getattr(task.request, "hostname", None) or inst.hostname or socket.gethostname()
+                ),
+                pid=os.getpid(),
+                started_at=inst.guard.now(),
+            )
         )
-        inst.heartbeat.add(task_id)
-        try:
-            inst.registry.start(job)
-        except StoreUnavailable as exc:
-            logger.warning("cannot record in-flight job %s: %s", task_id, exc)
 
     def job_ended(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         if task_id is None or (sender is not None and not ours(sender)):
             return
-        inst.heartbeat.discard(task_id)
-        try:
-            inst.registry.finish([task_id])
-        except StoreUnavailable as exc:
-            logger.warning("cannot forget in-flight job %s: %s", task_id, exc)
+        inst.tracker.finished(task_id)
 
     def job_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
         task_id = getattr(request, "id", None)
         if task_id is not None:
             job_ended(task_id=task_id)
 
+    def worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        # Before the pool starts, so every pool process builds its tracers with it.
+        for task in list(inst.app.tasks.values()):
+            guard_task_start(task)
+
     def worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
         hostname = getattr(sender, "hostname", None) or socket.gethostname()
         inst.hostname = hostname
+        inst.sweeper_pid = os.getpid()
         inst.guard.refresh()
+        info = {
+            "pid": os.getpid(),
+            "started_at": inst.guard.now(),
+            "broker": inst.broker,
+            "deferred_queue": inst.deferred.app,
+        }
         try:
             cleared = inst.registry.clear_worker(hostname)
-            inst.registry.register_worker(hostname, {"pid": os.getpid(), "started_at": time.time()})
+            inst.registry.register_worker(hostname, info)
         except StoreUnavailable as exc:
             logger.warning("cannot register worker %s: %s", hostname, exc)
             return
@@ -797,7 +1140,7 @@ def _connect_signals(inst: Installation) -> None:
                 hostname,
                 extra={"mg_event": "stale_cleared", "mg_worker": hostname},
             )
-        threading.Thread(target=_replay_quietly, args=(inst,), daemon=True).start()
+        inst.request_replay()
 
     def pool_process_started(sender: Any = None, **_: Any) -> None:
         # A forked pool process inherits a snapshot that no watcher keeps fresh: read
@@ -805,7 +1148,16 @@ def _connect_signals(inst: Installation) -> None:
         inst.guard.refresh()
         inst.guard.start()
 
+    def pool_process_ending(sender: Any = None, **_: Any) -> None:
+        # Pool processes end with os._exit (no atexit): write what is buffered now.
+        inst.tracker.flush(1.0)
+        inst.guard.stop(timeout=1.0)
+
     def worker_shutdown(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is not app:
+            return
+        inst.tracker.flush(1.0)
+        inst.guard.flush()
         hostname = inst.hostname or getattr(sender, "hostname", None)
         if not hostname:
             return
@@ -820,8 +1172,10 @@ def _connect_signals(inst: Installation) -> None:
         (signals.task_postrun, job_ended),
         (signals.task_failure, job_ended),
         (signals.task_revoked, job_revoked),
+        (signals.worker_init, worker_init),
         (signals.worker_ready, worker_ready),
         (signals.worker_process_init, pool_process_started),
+        (signals.worker_process_shutdown, pool_process_ending),
         (signals.worker_shutdown, worker_shutdown),
     ]
     for signal, receiver in pairs:
@@ -833,6 +1187,8 @@ __all__ = [
     "GuardConsumerStep",
     "GuardedTask",
     "Installation",
+    "broker_of",
+    "guard_task_start",
     "install",
     "installation_of",
     "refuse_canvas",

@@ -29,7 +29,8 @@ from .emergency_records import (
     json_safe,
 )
 from .emergency_report import EmergencyOverview, build_report, render_report_text
-from .errors import InvalidInput, StoreUnavailable
+from .errors import EmergencyInProgress, InvalidInput, StoreUnavailable
+from .inflight import InflightRegistry
 from .inputs import MAX_GRACE_SECONDS, clean_actor, clean_reason, parse_duration
 from .modes import MaintenanceMode
 from .store import event_fields
@@ -37,12 +38,15 @@ from .store import event_fields
 if TYPE_CHECKING:
     from .guard import MaintenanceGuard
     from .sessions import SessionInvalidator
+    from .status import MaintenanceStatus
 
 logger = logging.getLogger("maintenance_guard")
 
 __all__ = [
     "CeleryFleet",
+    "EmergencyInProgress",
     "EmergencyOverview",
+    "EmergencyRun",
     "EmergencyRecords",
     "EmergencyReport",
     "QueueSpec",
@@ -55,6 +59,7 @@ __all__ = [
     "json_safe",
     "recover",
     "render_report_text",
+    "resume_fleet",
     "run_emergency",
     "validate_emergency_args",
 ]
@@ -65,6 +70,9 @@ REPLY_TIMEOUT = 1.0
 # After SIGKILL a process is gone within milliseconds; this only bounds a stuck worker.
 AFTER_KILL_WAIT = 3.0
 RESUME_TIMEOUT = 5.0
+# A run that owns the state but has stored no report yet is starting (or died at once).
+STARTING_RUN_SECONDS = 60.0
+FINISHED_PHASES = ("done", "called_off")
 
 # Worker remote-control commands registered by `emergency_worker.register_commands`.
 CMD_ACTIVE = "maintenance_guard_active"
@@ -79,10 +87,13 @@ EmergencyProgress = Callable[[str, float, float, int], None]
 
 
 class CeleryFleet:
-    """Talks to the workers of one Celery app through its remote control."""
+    """Talks to the workers of one Celery app through its remote control, and only to
+    the ``workers`` given (by hostname: ``destination=``), never to another app's
+    workers on the same broker."""
 
-    def __init__(self, app: Any, timeout: float = REPLY_TIMEOUT) -> None:
+    def __init__(self, app: Any, workers: list[str], timeout: float = REPLY_TIMEOUT) -> None:
         self.app = app
+        self.workers = sorted(workers)
         self.timeout = timeout
         # Workers that answered the last command: a silent one's jobs count as running.
         self.last_replied: set[str] = set()
@@ -93,25 +104,27 @@ class CeleryFleet:
             out.update(reply)
         return out
 
-    def _call(self, command: str, workers: list[str] | None, **arguments: Any) -> dict[str, Any]:
+    def _call(self, command: str, workers: list[str], **arguments: Any) -> dict[str, Any]:
+        if not workers:
+            self.last_replied = set()
+            return {}
         replies = self._gather(
             self.app.control.broadcast(
                 command,
                 arguments=arguments,
-                destination=workers,
+                destination=list(workers),
                 reply=True,
                 timeout=self.timeout,
-                limit=len(workers) if workers else None,
+                limit=len(workers),
             )
         )
-        self.last_replied = set(replies)
-        return replies
+        self.last_replied = set(replies) & set(workers)
+        return {w: r for w, r in replies.items() if w in workers}
 
-    def workers(self, expected: int | None = None) -> list[str]:
-        """Hostnames of the workers that answer a ping; returns as soon as ``expected``
-        workers answered (else after the reply timeout)."""
-        replies = self.app.control.ping(timeout=self.timeout, limit=expected or None)
-        return sorted(self._gather(replies))
+    def ping(self) -> set[str]:
+        """The fleet's workers that answer a ping (returns once all did, else after the
+        reply timeout)."""
+        return set(self._call("ping", self.workers))
 
     def active_queues(self, workers: list[str]) -> dict[str, list[QueueSpec]]:
         """Worker -> the queues it consumes."""
@@ -120,26 +133,17 @@ class CeleryFleet:
 
     def cancel_consumer(self, worker: str, queue: str) -> bool:
         """Stop ``worker`` consuming ``queue``; True if it confirmed."""
-        replies = self._gather(
-            self.app.control.cancel_consumer(
-                queue, destination=[worker], reply=True, timeout=self.timeout, limit=1
-            )
-        )
-        return worker in replies
+        return worker in self._call("cancel_consumer", [worker], queue=queue)
 
     def add_consumer(self, worker: str, queue: QueueSpec) -> bool:
         """Make ``worker`` consume ``queue`` again; True if it confirmed."""
-        replies = self._gather(
-            self.app.control.add_consumer(
-                queue.name,
-                exchange=queue.exchange or None,
-                exchange_type=queue.exchange_type,
-                routing_key=queue.routing_key or None,
-                destination=[worker],
-                reply=True,
-                timeout=self.timeout,
-                limit=1,
-            )
+        replies = self._call(
+            "add_consumer",
+            [worker],
+            queue=queue.name,
+            exchange=queue.exchange or None,
+            exchange_type=queue.exchange_type,
+            routing_key=queue.routing_key or None,
         )
         return worker in replies
 
@@ -165,9 +169,23 @@ class CeleryFleet:
             killed.update((reply or {}).get("killed", {}))
         return killed
 
-    def revoke(self, ids: list[str], signal: str) -> None:
-        """Revoke ``ids`` on every worker, terminating their processes with ``signal``."""
-        self.app.control.revoke(ids, terminate=True, signal=signal)
+    def revoke(self, ids: list[str], signal: str, workers: list[str]) -> None:
+        """Revoke ``ids`` on ``workers``, terminating their processes with ``signal``."""
+        if ids and workers:
+            self.app.control.revoke(ids, terminate=True, signal=signal, destination=sorted(workers))
+
+
+def fleet_of(guard: MaintenanceGuard, app: Any) -> tuple[CeleryFleet, dict[str, dict[str, Any]]]:
+    """The fleet of ``app``'s workers registered under the guard's prefix, and the
+    registered workers of other brokers (unreachable through this app). Raises
+    `StoreUnavailable`."""
+    from .brokers import broker_of
+
+    broker = broker_of(app)
+    registered = InflightRegistry(guard.store, guard.settings.heartbeat_timeout).workers()
+    mine = [w for w, info in registered.items() if info.get("broker") in (None, broker)]
+    others = {w: info for w, info in registered.items() if w not in mine}
+    return CeleryFleet(app, mine), others
 
 
 # ---------------------------------------------------------------------------- activation
@@ -209,11 +227,15 @@ def run_emergency(
 ) -> EmergencyReport:
     """Emergency: refuse everything now, pause the workers, grace period, then revoke.
 
-    Blocks for the grace period plus up to ``kill_after`` (and a few seconds) when
-    ``wait``; with ``wait=False`` it returns after the switch, the session invalidation
-    and the consumer pause, and finishes in a background thread (the stored report,
-    `build_report`, shows the outcome). ``sessions=False`` skips session invalidation;
-    None uses the guard's configured invalidator. Raises `InvalidInput` (nothing changed)
+    Only the jobs running when the emergency began can be terminated, and only while
+    this emergency lasts: switched off (or to another mode) before the end of the grace
+    period, it stops at once, resumes the workers and terminates nothing
+    (``report.called_off``). Blocks for the grace period plus up to ``kill_after`` (and
+    a few seconds) when ``wait``; with ``wait=False`` it returns after the switch, the
+    session invalidation and the consumer pause, and finishes in a background thread (the
+    stored report, `build_report`, shows the outcome). ``sessions=False`` skips session
+    invalidation; None uses the guard's configured invalidator. Raises `InvalidInput`
+    (nothing changed), `EmergencyInProgress` while another emergency run is under way,
     and `StoreUnavailable`.
     """
     clean, grace, kill, actor = validate_emergency_args(reason, grace_period, kill_after, by)
@@ -222,33 +244,29 @@ def run_emergency(
     records = EmergencyRecords(guard.store)
     app = celery_app if celery_app is not None else guard.celery_app
     invalidator = guard.session_invalidator if sessions is None else sessions or None
-
-    guard.enable(MaintenanceMode.EMERGENCY, reason=clean, by=actor)
     report = EmergencyReport(
         id=uuid.uuid4().hex[:12],
         reason=clean,
         by=actor,
-        activated_at=time.time(),
+        activated_at=guard.now(),
         grace_period=grace,
         kill_after=kill,
     )
+    # What earlier emergencies left paused: not this run's doing (see EmergencyRun.pause).
+    paused_before = {w: qs for w, qs in records.cancelled().items() if w not in records.resumed()}
+    status = guard.write_enabled(
+        MaintenanceMode.EMERGENCY,
+        clean,
+        by=actor,
+        emergency_id=report.id,
+        check=lambda old: _refuse_a_second_run(guard, records, old),
+    )
+    report.activated_at = status.started_at or report.activated_at
     records.start(report)
     _audit(guard, "emergency_activated", actor, clean, emergency=report.id, grace_period=grace)
-
-    progress = _safe_progress(progress)
-    fleet = CeleryFleet(app) if app is not None else None
-    start_jobs: dict[str, dict[str, Any]] = {}
-    if fleet is None:
-        _warn(guard, report, "no Celery app given: workers were not paused, jobs not revoked")
-    else:
-        try:
-            # Pause first: the broker keeps what is queued while sessions are cleared.
-            start_jobs = _pause_fleet(guard, fleet, records, report)
-        except Exception as exc:  # the broker is down: the switch itself already holds
-            logger.exception("cannot reach the Celery workers")
-            _warn(guard, report, f"cannot reach the Celery workers ({exc}); nothing revoked")
-            fleet = None
-    if invalidator is not None:
+    run = EmergencyRun(guard, records, report, app, _safe_progress(progress), paused_before)
+    run.pause()
+    if invalidator is not None and not run.is_called_off():
         try:
             result = invalidator.invalidate_non_admin()
             report.sessions = result.to_dict()
@@ -256,29 +274,379 @@ def run_emergency(
         except StoreUnavailable as exc:
             _warn(guard, report, f"sessions could not be invalidated: {exc}")
     records.save_report(report)
-
-    if fleet is None:
-        return _finish(guard, records, report)
-    if wait:
-        return _grace_and_revoke(guard, fleet, records, report, start_jobs, progress)
+    if wait or run.done:
+        return run.finish_grace_and_revoke()
     thread = threading.Thread(
-        target=_grace_and_revoke_logged,
-        args=(guard, fleet, records, report, start_jobs, progress),
-        name="maintenance-guard-emergency",
-        daemon=True,
+        target=run.finish_logged, name="maintenance-guard-emergency", daemon=True
     )
     thread.start()
     return report
 
 
-def _registered_workers(guard: MaintenanceGuard) -> int | None:
-    """How many workers registered themselves (`install`), to stop waiting for pings."""
-    from .inflight import InflightRegistry
+def _refuse_a_second_run(
+    guard: MaintenanceGuard, records: EmergencyRecords, old: MaintenanceStatus | None
+) -> None:
+    """Raise `EmergencyInProgress` if an emergency run owns the state and is not done."""
+    if old is None or old.mode is not MaintenanceMode.EMERGENCY or not old.emergency_id:
+        return
+    stored = records.report()
+    if stored is not None and stored.get("id") == old.emergency_id:
+        if stored.get("phase") in FINISHED_PHASES:
+            return
+        raise EmergencyInProgress(
+            f"emergency {old.emergency_id} (by {stored.get('by')}) is still running "
+            f"(phase {stored.get('phase')}); wait for its report (maintenance-guard report) "
+            "or disable maintenance first"
+        )
+    # Its run won the switch but has not stored its report yet, or died right after.
+    if old.changed_at is not None and guard.now() - old.changed_at < STARTING_RUN_SECONDS:
+        raise EmergencyInProgress(
+            f"emergency {old.emergency_id} is starting; wait for its report or disable "
+            "maintenance first"
+        )
+
+
+class EmergencyRun:
+    """One emergency run after the switch: pause, grace period, revocation, report.
+
+    Every step first checks that this emergency still owns the state (read from Redis):
+    once it is switched off or to another mode, the run resumes what it paused, stops,
+    and terminates nothing.
+    """
+
+    def __init__(
+        self,
+        guard: MaintenanceGuard,
+        records: EmergencyRecords,
+        report: EmergencyReport,
+        app: Any,
+        progress: EmergencyProgress | None,
+        paused_before: dict[str, list[QueueSpec]] | None = None,
+    ) -> None:
+        self.guard = guard
+        self.paused_before = paused_before or {}
+        self.records = records
+        self.report = report
+        self.app = app
+        self.progress = progress
+        self.registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)
+        self.fleet: CeleryFleet | None = None
+        self.start_jobs: dict[str, dict[str, Any]] = {}
+        self.done = False
+
+    # --- called off ---
+
+    def is_called_off(self) -> bool:
+        """True once the state is no longer this emergency (read from the store)."""
+        status = self.guard.refresh()
+        owned = status.mode is MaintenanceMode.EMERGENCY and status.emergency_id == self.report.id
+        if owned or self.report.called_off is not None:
+            return not owned
+        by = ""
+        try:
+            by = self.guard.events(limit=1)[0].actor
+        except (StoreUnavailable, IndexError):
+            pass
+        self.report.called_off = {
+            "at": self.guard.now(),
+            "mode": status.mode.value if status.mode else None,
+            "by": by,
+        }
+        _warn(
+            self.guard,
+            self.report,
+            f"called off (maintenance is now {status.mode.value if status.mode else 'off'}"
+            f"{', by ' + by if by else ''}) before any job was terminated: nothing was killed",
+        )
+        return True
+
+    def _stop_called_off(self) -> EmergencyReport:
+        if self.fleet is not None:
+            resume_fleet(self.fleet, self.records)
+        self.report.phase = "called_off"
+        self.done = True
+        return _finish(self.guard, self.records, self.report)
+
+    # --- steps ---
+
+    def pause(self) -> None:
+        """Stop this app's workers consuming (recorded first, so a worker or a `disable`
+        racing the pause resumes it), and note the jobs running now."""
+        report = self.report
+        if self.app is None:
+            _warn(
+                self.guard, report, "no Celery app given: workers were not paused, jobs not revoked"
+            )
+            self._finish_without_fleet()
+            return
+        try:
+            self.fleet, others = fleet_of(self.guard, self.app)
+            self._pause_fleet(self.fleet, others)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # the broker is down: the switch itself already holds
+            logger.exception("cannot reach the Celery workers")
+            _warn(self.guard, report, f"cannot reach the Celery workers ({exc}); nothing revoked")
+            self.fleet = None
+            self._finish_without_fleet()
+            return
+        if self.is_called_off():
+            self._stop_called_off()
+
+    def _finish_without_fleet(self) -> None:
+        self.done = True
+        if self.is_called_off():
+            self.report.phase = "called_off"
+        _finish(self.guard, self.records, self.report)
+
+    def _pause_fleet(self, fleet: CeleryFleet, others: dict[str, dict[str, Any]]) -> None:
+        report = self.report
+        for worker, info in sorted(others.items()):
+            report.unreachable.append({"worker": worker, "why": "another broker", **_brief(info)})
+            _warn(
+                self.guard,
+                report,
+                f"worker {worker} is registered under this key prefix but uses another broker "
+                f"({info.get('broker')}); run the emergency through that app too",
+            )
+        answered = fleet.ping()
+        report.workers = sorted(answered)
+        presence = _presence_by_pid(self.guard)
+        registered = self.registry.workers()
+        for worker in sorted(set(fleet.workers) - answered):
+            info = registered.get(worker, {})
+            seen = presence.get(str(info.get("pid")))
+            ago = f"{self.guard.now() - seen:.0f}s ago" if seen else "unknown"
+            report.unreachable.append({"worker": worker, "why": "no answer", "last_seen": seen})
+            _warn(
+                self.guard,
+                report,
+                f"worker {worker} is registered but did not answer (hung, stopped or dead; "
+                f"last seen {ago}): it was not paused and its jobs could not be stopped",
+            )
+        if not answered:
+            if not fleet.workers:
+                _warn(
+                    self.guard,
+                    report,
+                    "no Celery worker answered: none of this app is registered under this "
+                    "key prefix (install() connects a worker's hooks)",
+                )
+            return
+        listed = fleet.active_queues(sorted(answered))
+        # A worker that saw the change first may have paused itself (and recorded it).
+        recorded = self.records.cancelled()
+        for worker, queues in listed.items():
+            # Recorded before the pause: whoever resumes (a disable, the worker itself)
+            # finds the record even if it runs before the pause is confirmed.
+            self.records.set_cancelled(worker, queues)
+            stopped = [q for q in queues if fleet.cancel_consumer(worker, q.name)]
+            earlier = self.paused_before.get(worker, [])
+            already = [q for q in recorded.get(worker, []) if q not in queues + earlier]
+            report.consumers_cancelled[worker] = [q.name for q in stopped + already]
+            for q in queues:
+                if q not in stopped:
+                    _warn(
+                        self.guard,
+                        report,
+                        f"worker {worker} did not confirm it stopped consuming {q.name}",
+                    )
+        for worker in sorted(answered - set(report.consumers_cancelled)):
+            _warn(
+                self.guard, report, f"worker {worker} did not list its queues; it may still consume"
+            )
+        _audit(
+            self.guard,
+            "consumers_cancelled",
+            report.by,
+            report.reason,
+            emergency=report.id,
+            workers=report.consumers_cancelled,
+        )
+        self.start_jobs = fleet.active(sorted(answered))
+        report.running_at_start = len(self.start_jobs)
+        silent = set(fleet.workers) - answered
+        for job in self.registry.jobs():
+            if job.worker in silent:
+                report.running_at_start += 1
+                report.not_stopped.append(
+                    {
+                        "id": job.id,
+                        "name": job.name,
+                        "worker": job.worker,
+                        "pid": job.pid,
+                        "why": "its worker did not answer",
+                    }  # fmt: skip
+                )
+        if not self.start_jobs and answered:
+            # Distinguish "nothing runs" from "workers without the emergency hooks".
+            replied = set(fleet._call(CMD_RUNNING, sorted(answered), task_ids=[]))
+            for worker in sorted(answered - replied):
+                _warn(
+                    self.guard,
+                    report,
+                    f"worker {worker} lacks the maintenance-guard hooks (install())",
+                )
+
+    def finish_logged(self) -> None:
+        """`finish_grace_and_revoke` for a background thread: logs instead of raising."""
+        try:
+            self.finish_grace_and_revoke()
+        except Exception:
+            logger.exception("emergency revocation failed", extra={"mg_event": "emergency_failed"})
+
+    def finish_grace_and_revoke(self) -> EmergencyReport:
+        """Grace period, then terminate what still runs of the jobs that ran at the start."""
+        if self.done:
+            return self.report
+        fleet = self.fleet
+        assert fleet is not None
+        report = self.report
+        workers = report.workers
+        left = dict(self.start_jobs)
+        began = time.monotonic()
+        deadline = began + report.grace_period
+        while left:
+            now = time.monotonic()
+            if self.progress is not None:
+                self.progress(
+                    "grace", min(now - began, report.grace_period), report.grace_period, len(left)
+                )
+            if now >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - now)))
+            if self.is_called_off():
+                self._note_finished(left)
+                return self._stop_called_off()
+            current = fleet.active(workers)
+            silent = set(workers) - fleet.last_replied
+            left = {i: j for i, j in left.items() if i in current or j.get("worker") in silent}
+        report.grace_ended_at = self.guard.now()
+        self._note_finished(left)
+        if left and self.is_called_off():
+            return self._stop_called_off()
+        if not left:
+            report.all_gone_at = report.grace_ended_at
+            self.done = True
+            return _finish(self.guard, self.records, report)
+        self._terminate(fleet, left)
+        self.done = True
+        return _finish(self.guard, self.records, report)
+
+    def _note_finished(self, left: dict[str, dict[str, Any]]) -> None:
+        report = self.report
+        gone = [
+            {"id": i, "name": j.get("name"), "worker": j.get("worker")}
+            for i, j in self.start_jobs.items()
+            if i not in left
+        ]
+        held = _held_back_ids(self.guard, self.app, [str(g["id"]) for g in gone])
+        report.held_back = [g for g in gone if g["id"] in held]
+        report.finished_in_grace = [g for g in gone if g["id"] not in held]
+
+    def _terminate(self, fleet: CeleryFleet, left: dict[str, dict[str, Any]]) -> None:
+        report = self.report
+        workers = report.workers
+        ids = sorted(left)
+        report.phase = "terminating"
+        pending = {
+            i: _terminated_record(self.guard, fleet, report, left[i], "SIGTERM", None) for i in ids
+        }
+        # Recorded before the revoke: a worker restarted meanwhile must already refuse them.
+        self.records.add_terminated(list(pending.values()))
+        self.records.save_report(report)
+        owners = {i: str(left[i].get("worker", "")) for i in ids}
+        fleet.revoke(ids, "SIGTERM", sorted(set(owners.values())))
+        _audit(
+            self.guard,
+            "jobs_revoked",
+            report.by,
+            report.reason,
+            emergency=report.id,
+            signal="SIGTERM",
+            jobs=ids,
+        )
+        gone_at: dict[str, float] = {}
+        still = _wait_gone(
+            fleet, workers, ids, owners, report.kill_after, gone_at, self.progress, "terminating"
+        )
+        if still:
+            report.phase = "killing"
+            killed = fleet.kill(sorted({owners[i] for i in still}), sorted(still))
+            _audit(
+                self.guard,
+                "jobs_killed",
+                report.by,
+                report.reason,
+                emergency=report.id,
+                signal="SIGKILL",
+                jobs=sorted(killed),
+            )
+            for job_id in killed:
+                pending[job_id] = _replace(pending[job_id], signal="SIGKILL")
+            still = _wait_gone(
+                fleet,
+                workers,
+                sorted(still),
+                owners,
+                AFTER_KILL_WAIT,
+                gone_at,
+                self.progress,
+                "killing",
+            )
+        report.all_gone_at = max(gone_at.values()) if gone_at and not still else None
+        final: list[TerminatedJob] = []
+        for job_id in ids:
+            job = pending[job_id]
+            if job_id in still:
+                job = _replace(job, stopped=False, recoverable=False)
+                report.not_stopped.append(
+                    {
+                        "id": job_id,
+                        "name": job.name,
+                        "worker": job.worker,
+                        "pid": still[job_id],
+                        "why": "still running after SIGKILL",
+                    }  # fmt: skip
+                )
+                _warn(
+                    self.guard,
+                    report,
+                    f"job {job_id} ({job.name}) on {job.worker} could not be stopped",
+                )
+            final.append(_replace(job, terminated_at=gone_at.get(job_id)))
+        self.records.add_terminated(final)
+        report.terminated = [j for j in final if j.stopped]
+
+
+def _brief(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in ("broker", "pid") if k in info}
+
+
+def _presence_by_pid(guard: MaintenanceGuard) -> dict[str, float]:
+    """pid -> when that process last polled (its presence record), for the report."""
+    read = getattr(guard.store, "read_presence", None)
+    if read is None:
+        return {}
+    try:
+        records = read()
+    except StoreUnavailable:
+        return {}
+    return {str(r.get("pid")): float(r.get("seen_at") or 0) for r in records.values()}
+
+
+def _held_back_ids(guard: MaintenanceGuard, app: Any, ids: list[str]) -> set[str]:
+    """Which of ``ids`` a worker parked just before they would have started."""
+    if not ids or app is None:
+        return set()
+    from .brokers import broker_key, broker_of
+    from .deferred import DeferredQueue
 
     try:
-        return len(InflightRegistry(guard.store).workers()) or None
+        queue = DeferredQueue(guard.store, broker_key(broker_of(app)))
+        return {i for i in ids if queue.state_of(i) in ("parked", "replaying", "sent")}
     except (StoreUnavailable, InvalidInput):
-        return None
+        return set()
 
 
 def _safe_progress(progress: EmergencyProgress | None) -> EmergencyProgress | None:
@@ -293,147 +661,6 @@ def _safe_progress(progress: EmergencyProgress | None) -> EmergencyProgress | No
             logger.exception("emergency progress callback failed")
 
     return call
-
-
-def _pause_fleet(
-    guard: MaintenanceGuard, fleet: CeleryFleet, records: EmergencyRecords, report: EmergencyReport
-) -> dict[str, dict[str, Any]]:
-    report.workers = fleet.workers(_registered_workers(guard))
-    records.forget_workers(sorted(set(records.cancelled()) - set(report.workers)))
-    if not report.workers:
-        _warn(guard, report, "no Celery worker answered: nothing to pause or revoke")
-        return {}
-    for worker, queues in fleet.active_queues(report.workers).items():
-        stopped = [q for q in queues if fleet.cancel_consumer(worker, q.name)]
-        records.set_cancelled(worker, stopped)
-        report.consumers_cancelled[worker] = [q.name for q in stopped]
-        for q in queues:
-            if q not in stopped:
-                _warn(
-                    guard, report, f"worker {worker} did not confirm it stopped consuming {q.name}"
-                )
-    missing = set(report.workers) - set(report.consumers_cancelled)
-    for worker in sorted(missing):
-        _warn(guard, report, f"worker {worker} did not list its queues; it may still consume")
-    _audit(
-        guard,
-        "consumers_cancelled",
-        report.by,
-        report.reason,
-        emergency=report.id,
-        workers=report.consumers_cancelled,
-    )
-    jobs = fleet.active(report.workers)
-    hooked = {j["worker"] for j in jobs.values()}
-    report.running_at_start = len(jobs)
-    if not jobs and report.workers:
-        # Distinguish "nothing runs" from "workers without the emergency hooks".
-        answered = set(fleet._call(CMD_RUNNING, report.workers, task_ids=[]))
-        for worker in sorted(set(report.workers) - answered - hooked):
-            _warn(guard, report, f"worker {worker} lacks the maintenance-guard hooks (install())")
-    return jobs
-
-
-def _grace_and_revoke_logged(*args: Any) -> None:
-    try:
-        _grace_and_revoke(*args)
-    except Exception:
-        logger.exception("emergency revocation failed", extra={"mg_event": "emergency_failed"})
-
-
-def _grace_and_revoke(
-    guard: MaintenanceGuard,
-    fleet: CeleryFleet,
-    records: EmergencyRecords,
-    report: EmergencyReport,
-    start_jobs: dict[str, dict[str, Any]],
-    progress: EmergencyProgress | None,
-) -> EmergencyReport:
-    workers = report.workers
-    seen = dict(start_jobs)
-    began = time.monotonic()
-    deadline = began + report.grace_period
-    left = dict(start_jobs)
-    while left:
-        now = time.monotonic()
-        if progress is not None:
-            progress("grace", min(now - began, report.grace_period), report.grace_period, len(left))
-        if now >= deadline:
-            break
-        time.sleep(min(0.2, max(0.0, deadline - now)))
-        current = fleet.active(workers)
-        silent = set(workers) - fleet.last_replied
-        current.update({i: j for i, j in left.items() if j.get("worker") in silent})
-        seen.update(current)
-        left = current
-    report.grace_ended_at = time.time()
-    report.finished_in_grace = [
-        {"id": i, "name": j.get("name"), "worker": j.get("worker")}
-        for i, j in seen.items()
-        if i not in left
-    ]
-    if not left:
-        report.all_gone_at = report.grace_ended_at
-        return _finish(guard, records, report)
-
-    ids = sorted(left)
-    report.phase = "terminating"
-    pending = {i: _terminated_record(guard, fleet, report, left[i], "SIGTERM", None) for i in ids}
-    # Recorded before the revoke: a worker restarted meanwhile must already refuse them.
-    records.add_terminated(list(pending.values()))
-    records.save_report(report)
-    fleet.revoke(ids, "SIGTERM")
-    _audit(
-        guard,
-        "jobs_revoked",
-        report.by,
-        report.reason,
-        emergency=report.id,
-        signal="SIGTERM",
-        jobs=ids,
-    )
-
-    gone_at: dict[str, float] = {}
-    owners = {i: left[i].get("worker", "") for i in ids}
-    still = _wait_gone(
-        fleet, workers, ids, owners, report.kill_after, gone_at, progress, "terminating"
-    )
-    if still:
-        report.phase = "killing"
-        killed = fleet.kill(workers, sorted(still))
-        _audit(
-            guard,
-            "jobs_killed",
-            report.by,
-            report.reason,
-            emergency=report.id,
-            signal="SIGKILL",
-            jobs=sorted(killed),
-        )
-        for job_id in killed:
-            pending[job_id] = _replace(pending[job_id], signal="SIGKILL")
-        still = _wait_gone(
-            fleet, workers, sorted(still), owners, AFTER_KILL_WAIT, gone_at, progress, "killing"
-        )
-    report.all_gone_at = max(gone_at.values()) if gone_at and not still else None
-    final: list[TerminatedJob] = []
-    for job_id in ids:
-        job = pending[job_id]
-        if job_id in still:
-            job = _replace(job, stopped=False, recoverable=False)
-            report.not_stopped.append(
-                {"id": job_id, "name": job.name, "worker": job.worker, "pid": still[job_id]}
-            )
-        final.append(_replace(job, terminated_at=gone_at.get(job_id)))
-    records.add_terminated(final)
-    report.terminated = [j for j in final if j.stopped]
-    for item in report.not_stopped:
-        _warn(
-            guard,
-            report,
-            f"job {item['id']} ({item['name']}) on {item['worker']} could not be stopped",
-        )
-    return _finish(guard, records, report)
 
 
 def _wait_gone(
@@ -506,8 +733,9 @@ def _replace(job: TerminatedJob, **changes: Any) -> TerminatedJob:
 def _finish(
     guard: MaintenanceGuard, records: EmergencyRecords, report: EmergencyReport
 ) -> EmergencyReport:
-    report.phase = "done"
-    report.finished_at = time.time()
+    if report.phase != "called_off":
+        report.phase = "done"
+    report.finished_at = guard.now()
     records.save_report(report)
     if report.seconds_to_gone is not None:
         from .metrics import observe_revocation  # imported here, off the core's import path
@@ -515,11 +743,12 @@ def _finish(
         observe_revocation(report.seconds_to_gone)
     _audit(
         guard,
-        "emergency_completed",
+        "emergency_completed" if report.phase == "done" else "emergency_called_off",
         report.by,
         report.reason,
         emergency=report.id,
         finished_in_grace=len(report.finished_in_grace),
+        held_back=len(report.held_back),
         terminated=len(report.terminated),
         not_stopped=len(report.not_stopped),
         seconds_to_gone=report.seconds_to_gone,
@@ -540,6 +769,21 @@ def _warn(guard: MaintenanceGuard, report: EmergencyReport | None, message: str)
     if report is not None:
         report.warnings.append(message)
     _audit(guard, "emergency_warning", "maintenance-guard", message)
+
+
+def resume_fleet(fleet: CeleryFleet, records: EmergencyRecords) -> list[str]:
+    """Make every worker an emergency paused consume its queues again (those that
+    confirm are marked resumed); returns the workers that confirmed."""
+    resumed = records.resumed()
+    confirmed = []
+    for worker, queues in records.cancelled().items():
+        if worker in resumed or not queues:
+            continue
+        names = [q.name for q in queues if fleet.add_consumer(worker, q)]
+        if names:
+            records.mark_resumed(worker, names)
+            confirmed.append(worker)
+    return confirmed
 
 
 # ---------------------------------------------------------------------------- deactivation
@@ -563,23 +807,19 @@ def after_disable(
 
 
 def _after_disable(guard: MaintenanceGuard, actor: str, timeout: float) -> dict[str, Any]:
-    from .inflight import InflightRegistry
-
     records = EmergencyRecords(guard.store)
     warnings: list[str] = []
     cancelled = records.cancelled()
     app = guard.celery_app
     if app is not None and cancelled:
-        fleet = CeleryFleet(app)
-        for worker, queues in cancelled.items():
-            names = [q.name for q in queues if fleet.add_consumer(worker, q)]
-            if names:
-                records.mark_resumed(worker, names)
+        resume_fleet(CeleryFleet(app, sorted(cancelled)), records)
     deadline = time.monotonic() + timeout
     while True:
         resumed = records.resumed()
         waiting = sorted(w for w, qs in cancelled.items() if qs and w not in resumed)
-        if not waiting or time.monotonic() >= deadline:
+        report = records.report()
+        running = report is not None and report.get("phase") not in FINISHED_PHASES
+        if (not waiting and not running) or time.monotonic() >= deadline:
             break
         time.sleep(POLL_INTERVAL)
     for worker in waiting:
@@ -590,7 +830,7 @@ def _after_disable(guard: MaintenanceGuard, actor: str, timeout: float) -> dict[
 
     terminated = records.terminated()
     terminated_ids = {j.id for j in terminated}
-    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout)
+    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)
     leftover = sorted(terminated_ids & {j.id for j in registry.jobs()})
     if leftover:
         registry.finish(leftover)
@@ -598,9 +838,8 @@ def _after_disable(guard: MaintenanceGuard, actor: str, timeout: float) -> dict[
             f"in-flight records of terminated jobs remained (removed): {', '.join(leftover)}"
         )
 
-    report = records.report()
     if report is not None:
-        if report.get("phase") != "done":
+        if report.get("phase") not in FINISHED_PHASES:
             warnings.append(
                 f"the emergency's revocation had not finished (phase {report.get('phase')})"
             )

@@ -78,6 +78,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+# KEYS: report. ARGV: emergency id, report JSON. Write only over the same emergency's report.
+_SAVE_REPORT_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current)['id'] ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 class EmergencyRecords:
     """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
 
@@ -93,6 +102,7 @@ class EmergencyRecords:
         self.recovery_key = store.key("emergency:recovery")
         self.checks_key = store.key("emergency:checks")
         self.skipped_key = store.key("emergency:skipped")
+        self._save = self.redis.register_script(_SAVE_REPORT_LUA)
 
     def _hash(self, key: str) -> dict[str, Any]:
         with self.store._errors("read emergency records"):
@@ -117,10 +127,13 @@ class EmergencyRecords:
             with self.store._errors("forget paused workers"):
                 self.redis.hdel(self.cancelled_key, *workers)
 
-    def save_report(self, report: EmergencyReport) -> None:
-        """Store the (possibly partial) report of the current emergency."""
+    def save_report(self, report: EmergencyReport) -> bool:
+        """Store the (possibly partial) report of the current emergency, unless a later
+        emergency's report replaced it meanwhile; True if stored."""
         with self.store._errors("store the emergency report"):
-            self.redis.set(self.report_key, json.dumps(report.to_dict()))
+            return bool(
+                self._save(keys=[self.report_key], args=[report.id, json.dumps(report.to_dict())])
+            )
 
     def report(self) -> dict[str, Any] | None:
         """The stored report of the last emergency, if any."""
@@ -184,6 +197,17 @@ class EmergencyRecords:
         """Worker -> {at, queues} for the workers that consume again."""
         return self._hash(self.resumed_key)
 
+    def pause_state(self, worker: str) -> tuple[list[QueueSpec], bool]:
+        """The queues an emergency paused on ``worker`` and whether it consumes them again
+        (one round trip; what a worker checks for itself)."""
+        with self.store._errors("read emergency records"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hget(self.cancelled_key, worker)
+            pipe.hexists(self.resumed_key, worker)
+            raw, resumed = pipe.execute()
+        queues = [QueueSpec(**q) for q in json.loads(raw)] if raw else []
+        return queues, bool(resumed)
+
     def claim_recovery(self, job_id: str, by: str) -> bool:
         """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""
         claim = json.dumps({"state": "claimed", "by": by, "at": time.time()})
@@ -221,7 +245,9 @@ class EmergencyRecords:
 
 @dataclass
 class EmergencyReport:
-    """What an emergency did. ``phase`` is ``grace`` while it runs, ``done`` at the end."""
+    """What an emergency did. ``phase`` is ``grace`` while it runs, ``terminating`` and
+    ``killing`` during revocation, then ``done``, or ``called_off`` when maintenance was
+    switched off (or to another mode) before any job was terminated."""
 
     id: str
     reason: str
@@ -231,9 +257,15 @@ class EmergencyReport:
     kill_after: int
     phase: str = "grace"
     workers: list[str] = field(default_factory=list)
+    # Workers registered under this prefix that did not answer (hung, stopped, dead or
+    # on another broker): not paused, their jobs not stopped.
+    unreachable: list[dict[str, Any]] = field(default_factory=list)
     consumers_cancelled: dict[str, list[str]] = field(default_factory=dict)
     running_at_start: int = 0
     finished_in_grace: list[dict[str, Any]] = field(default_factory=list)
+    # Jobs a worker had reserved and held back just before they would have started
+    # (parked: they run once after maintenance).
+    held_back: list[dict[str, Any]] = field(default_factory=list)
     terminated: list[TerminatedJob] = field(default_factory=list)
     not_stopped: list[dict[str, Any]] = field(default_factory=list)
     sessions: dict[str, Any] | None = None
@@ -241,6 +273,9 @@ class EmergencyReport:
     grace_ended_at: float | None = None
     all_gone_at: float | None = None
     finished_at: float | None = None
+    # Set when maintenance was switched off (or out of this emergency) before the end of
+    # the grace period: {at, mode, by}; nothing was terminated.
+    called_off: dict[str, Any] | None = None
 
     @property
     def seconds_to_gone(self) -> float | None:

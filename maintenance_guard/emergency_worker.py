@@ -138,14 +138,12 @@ def refuse_terminated(records: EmergencyRecords) -> int:
 
 
 def resume_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
-    """Consume again the queues an emergency paused on this worker.
-
-    Scheduled on the consumer's own event loop (as Celery's ``add_consumer`` command
-    does): broker connections are not shared with the calling thread.
-    """
+    """Consume again the queues an emergency paused on this worker (unless it already
+    does). Scheduled on the consumer's own event loop (as Celery's ``add_consumer``
+    command does): broker connections are not shared with the calling thread."""
     hostname = consumer.hostname
-    queues = records.cancelled().get(hostname) or []
-    if not queues:
+    queues, resumed = records.pause_state(hostname)
+    if not queues or resumed:
         return []
     for q in queues:
         consumer.call_soon(
@@ -155,31 +153,56 @@ def resume_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
             q.exchange_type,
             q.routing_key or None,
         )
-    resumed = [q.name for q in queues]
-    records.mark_resumed(hostname, resumed)
+    names = [q.name for q in queues]
+    records.mark_resumed(hostname, names)
     logger.info(
         "consuming again: %s",
-        ", ".join(resumed),
+        ", ".join(names),
         extra={"mg_event": "consumers_resumed", "mg_worker": hostname},
     )
-    return resumed
+    return names
 
 
-def emergency_pause_in_effect(guard: MaintenanceGuard, records: EmergencyRecords) -> bool:
+def pause_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
+    """Stop consuming every queue this worker consumes, recorded first (so whoever
+    resumes finds the record). On the consumer's event loop, like `resume_consumers`."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is None:
+        return []
+    queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in list(task_consumer.queues)]
+    if not queues:
+        return []
+    records.set_cancelled(consumer.hostname, queues)
+    for q in queues:
+        consumer.call_soon(consumer.cancel_task_queue, q.name)
+    names = [q.name for q in queues]
+    logger.warning(
+        "an emergency is under way: not consuming %s",
+        ", ".join(names),
+        extra={"mg_event": "consumers_cancelled", "mg_worker": consumer.hostname},
+    )
+    return names
+
+
+def emergency_pause_in_effect(status: MaintenanceStatus) -> bool:
     """True while an emergency run (`guard.emergency`) keeps the workers paused.
 
     A plain ``enable(mode="emergency")`` refuses everything but pauses no worker (its
-    workers park what they receive); only the emergency run of this maintenance period
-    (its report started after the state did) pauses.
+    workers park what they receive); only an emergency run owns the state
+    (``emergency_id``).
     """
-    status = guard.current()
-    if status.mode is not MaintenanceMode.EMERGENCY or status.started_at is None:
-        return False
-    try:
-        report = records.report()
-    except StoreUnavailable:
-        return True  # cannot tell: stay on the safe side, consume nothing
-    return report is not None and float(report["activated_at"]) >= status.started_at - 1.0
+    return status.mode is MaintenanceMode.EMERGENCY and bool(status.emergency_id)
+
+
+def reconcile_consumers(consumer: Any, guard: MaintenanceGuard, records: EmergencyRecords) -> None:
+    """Make this worker's consumption follow the state: paused while an emergency run
+    lasts, consuming again once it ends. Run on every change and every few seconds, so
+    a worker that missed the pause or the resume (hung, restarted, or a `disable` that
+    raced the pause) catches up by itself."""
+    if emergency_pause_in_effect(guard.current()):
+        pause_consumers(consumer, records)
+    else:
+        resume_consumers(consumer, records)
 
 
 class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -195,23 +218,25 @@ class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if hooked is None or c.task_consumer is None:
             return
         guard, records = hooked
-        guard.refresh()
-        if not emergency_pause_in_effect(guard, records):
+        if not emergency_pause_in_effect(guard.refresh()):
             return
         queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in c.task_consumer.queues]
-        for queue in queues:
-            c.cancel_task_queue(queue.name)
         try:
             records.set_cancelled(c.hostname, queues)
         except StoreUnavailable as exc:
             logger.warning(
                 "cannot record paused consumers: %s", exc, extra={"mg_event": "store_error"}
             )
+        for queue in queues:
+            c.cancel_task_queue(queue.name)
         logger.warning(
             "started during an emergency: not consuming %s",
             ", ".join(q.name for q in queues) or "anything",
             extra={"mg_event": "consumers_cancelled", "mg_worker": c.hostname},
         )
+
+
+RECONCILE_SECONDS = 2.0
 
 
 def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
@@ -225,13 +250,13 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     app.steps["consumer"].add(EmergencyPauseStep)
     main_pid = os.getpid()
 
-    def on_change(status: MaintenanceStatus, consumer: Any) -> None:
+    def reconcile(consumer: Any, changed: bool = False) -> None:
         if os.getpid() != main_pid:
             return  # a forked pool process; only the worker's main process acts
         try:
-            refuse_terminated(records)
-            if status.mode is not MaintenanceMode.EMERGENCY:
-                resume_consumers(consumer, records)
+            if changed:
+                refuse_terminated(records)
+            reconcile_consumers(consumer, guard, records)
         except StoreUnavailable as exc:
             logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
 
@@ -241,16 +266,10 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
             return
         main_pid = os.getpid()
         # Listen first, then look: a change between the two is never missed.
-        guard.add_listener(lambda status: on_change(status, sender))
-        try:
-            refuse_terminated(records)
-            guard.refresh()
-            if guard.current().mode is not MaintenanceMode.EMERGENCY:
-                # Paused by EmergencyPauseStep while starting, or before a restart: the
-                # emergency is over, consume (idempotent for queues already consumed).
-                resume_consumers(sender, records)
-        except StoreUnavailable as exc:
-            logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
+        guard.add_listener(lambda status: reconcile(sender, changed=True))
+        guard.add_periodic(lambda: reconcile(sender), RECONCILE_SECONDS)
+        guard.refresh()
+        reconcile(sender, changed=True)
 
     def on_revoked(
         sender: Any = None, request: Any = None, terminated: bool = False, **_: Any

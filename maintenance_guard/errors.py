@@ -28,6 +28,10 @@ class ConcurrentChange(MaintenanceGuardError):
     """A compare-and-set on the state lost to another change."""
 
 
+class EmergencyInProgress(ConcurrentChange):
+    """An emergency run is under way; a second one is refused until it is done."""
+
+
 class ChangeTooEarly(ConcurrentChange):
     """A timed change (an auto-end) was refused: Redis' clock says its time has not come."""
 
@@ -70,3 +74,30 @@ class MaintenanceActive(MaintenanceGuardError):
             "message": self.message,
             "retry_after": self.retry_after,
         }
+
+
+class DeferralUnconfirmed(MaintenanceActive):
+    """Maintenance refused a submission and parking it for later could not be confirmed.
+
+    The write to the store timed out and may still land. ``task_id`` is the id it was
+    parked under: submitting again with the same ``task_id`` is safe (a parked id is
+    stored once, and this process checks the id before publishing it after maintenance).
+    """
+
+    def __init__(
+        self,
+        operation: str | None,
+        mode: str,
+        message: str,
+        retry_after: int,
+        status: MaintenanceStatus,
+        task_id: str = "",
+    ) -> None:
+        super().__init__(operation, mode, message, retry_after, status)
+        self.task_id = task_id
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (
+            type(self),
+            (self.operation, self.mode, self.message, self.retry_after, self.status, self.task_id),
+        )

@@ -216,6 +216,12 @@ class MaintenanceGuard:
             self._recorder.count(surface, name)
             raise self.refusal(name, snap.status)
 
+    def note_admin_attempt(self, surface: str, operation: str | None) -> None:
+        """Count an attempt maintenance let through because an admin made it (counter
+        kind ``admin``; memory only, flushed with the other counters)."""
+        if self._snapshot.status.mode is not None:
+            self._recorder.count(surface, operation, kind="admin")
+
     def login_allowed(self, user_is_admin: bool = False, *, user: str | None = None) -> bool:
         """False while an emergency refuses non-admin logins (counted on surface ``login``).
 
@@ -359,6 +365,7 @@ class MaintenanceGuard:
                 owner = old.emergency_id if keep and old is not None else ""
             if parsed_mode is not MaintenanceMode.EMERGENCY:
                 owner = ""
+            same_mode = old is not None and old.mode is parsed_mode
             return MaintenanceStatus(
                 mode=parsed_mode,
                 reason=clean,
@@ -367,6 +374,8 @@ class MaintenanceGuard:
                 auto_end=auto_end,
                 blocked_operations=requested,
                 emergency_id=owner,
+                # A drain's hold stays while the mode does (an update keeps it).
+                hold_queued=same_mode and old is not None and old.hold_queued,
             )
 
         def make_event(old: MaintenanceStatus | None) -> dict[str, str]:

@@ -3,7 +3,9 @@
 Schema (shared with `RedisStore.count_inflight`): a ZSET ``inflight`` (member = task id,
 score = heartbeat deadline, epoch seconds) and a hash ``inflight:jobs`` (task id -> JSON
 details). A job whose worker dies stops being refreshed and drops out once its deadline
-passes. Starting and finishing a job cost one pipelined round trip each. No Celery import.
+passes (kept a day in ``inflight:lost``, so `drain` can say so). Workers write their
+records from a background thread (`InflightTracker`), never on the task's own path.
+No Celery import.
 """
 
 from __future__ import annotations
@@ -44,52 +46,78 @@ class InflightJob:
 
 
 class InflightRegistry:
-    """Reads and writes the registry of one key prefix. Raises `StoreUnavailable`."""
+    """Reads and writes the registry of one key prefix. Raises `StoreUnavailable`.
 
-    def __init__(self, store: StateStore, heartbeat_timeout: float = 30.0) -> None:
+    ``now`` is the clock deadlines are written and read with (the guard's, corrected to
+    Redis' clock), so processes whose clocks disagree agree on which job is alive.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        heartbeat_timeout: float = 30.0,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         if not isinstance(store, RedisStore):
             raise InvalidInput("the in-flight registry needs the Redis state store")
         self.store = store
         self.redis = store.redis
         self.zset_key = store.inflight_key
         self.jobs_key = store.key("inflight:jobs")
+        self.lost_key = store.key("inflight:lost")
         self.workers_key = store.key("workers")
         self.heartbeat_timeout = heartbeat_timeout
+        self.now = now
 
     def start(self, job: InflightJob, now: float | None = None) -> None:
         """Record ``job`` as running (one pipelined round trip)."""
-        now = time.time() if now is None else now
-        details = json.dumps({k: v for k, v in asdict(job).items() if k != "deadline"})
-        with self.store._errors("record an in-flight job"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zadd(self.zset_key, {job.id: now + self.heartbeat_timeout})
-            pipe.hset(self.jobs_key, job.id, details)
-            pipe.execute()
+        self.write([job], [], [], now)
 
     def finish(self, job_ids: Iterable[str]) -> None:
         """Forget finished jobs (one pipelined round trip)."""
-        ids = list(job_ids)
-        if not ids:
-            return
-        with self.store._errors("forget an in-flight job"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrem(self.zset_key, *ids)
-            pipe.hdel(self.jobs_key, *ids)
-            pipe.execute()
+        self.write([], list(job_ids), [])
 
     def heartbeat(self, job_ids: Iterable[str], now: float | None = None) -> None:
         """Push the deadlines of ``job_ids`` forward; jobs already gone stay gone (XX)."""
-        ids = list(job_ids)
-        if not ids:
+        self.write([], [], list(job_ids), now)
+
+    def write(
+        self,
+        started: Iterable[InflightJob],
+        finished: Iterable[str],
+        alive: Iterable[str],
+        now: float | None = None,
+    ) -> None:
+        """Record started jobs, forget finished ones and push the deadlines of ``alive``
+        ones forward (XX: a job already gone stays gone), in one pipelined round trip."""
+        started, finished, alive = list(started), list(finished), list(alive)
+        if not (started or finished or alive):
             return
-        now = time.time() if now is None else now
-        deadline = now + self.heartbeat_timeout
-        with self.store._errors("refresh in-flight heartbeats"):
-            self.redis.zadd(self.zset_key, dict.fromkeys(ids, deadline), xx=True)
+        deadline = (self.now() if now is None else now) + self.heartbeat_timeout
+        with self.store._errors("record in-flight jobs"):
+            pipe = self.redis.pipeline(transaction=False)
+            if started:
+                pipe.zadd(self.zset_key, {job.id: deadline for job in started})
+                pipe.hset(
+                    self.jobs_key,
+                    mapping={
+                        job.id: json.dumps(
+                            {k: v for k, v in asdict(job).items() if k != "deadline"}
+                        )
+                        for job in started
+                    },
+                )
+            if finished:
+                pipe.zrem(self.zset_key, *finished)
+                pipe.hdel(self.jobs_key, *finished)
+            if alive:
+                pipe.zadd(self.zset_key, dict.fromkeys(alive, deadline), xx=True)
+            pipe.execute()
 
     def jobs(self, now: float | None = None) -> list[InflightJob]:
-        """Live jobs, oldest first; records whose deadline passed are purged."""
-        now = time.time() if now is None else now
+        """Live jobs, oldest first. Records whose deadline passed (their worker died) are
+        purged and kept a day under "lost" (see `lost`)."""
+        now = self.now() if now is None else now
         with self.store._errors("list in-flight jobs"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.zrangebyscore(self.zset_key, now, "+inf", withscores=True)
@@ -97,30 +125,43 @@ class InflightRegistry:
             pipe.hgetall(self.jobs_key)
             live, expired, details = pipe.execute()
             details = cast(dict[str, str], details)
-            stale = set(cast(list[str], expired)) | (set(details) - {member for member, _ in live})
+            live_ids = {member for member, _ in live}
+            stale = set(cast(list[str], expired)) | (set(details) - live_ids)
             if stale:
                 # Expired, or a details row whose ZSET member is gone (dead worker).
+                lost = {
+                    job_id: json.dumps({**json.loads(details[job_id]), "lost_at": now})
+                    for job_id in stale & set(cast(list[str], expired))
+                    if job_id in details
+                }
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.zremrangebyscore(self.zset_key, "-inf", f"({now}")
                 pipe.hdel(self.jobs_key, *stale)
+                if lost:
+                    pipe.hset(self.lost_key, mapping=cast(dict[str | bytes, str], lost))
                 pipe.execute()
-        out: list[InflightJob] = []
-        for member, score in live:
-            raw = details.get(member)
-            data: dict[str, Any] = json.loads(raw) if raw else {"id": member}
-            out.append(
-                InflightJob(
-                    id=member,
-                    name=str(data.get("name", "?")),
-                    operation=data.get("operation"),
-                    worker=str(data.get("worker", "?")),
-                    pid=int(data.get("pid") or 0),
-                    started_at=float(data.get("started_at") or 0),
-                    deadline=float(score),
-                )
-            )
+        out = [_job(member, details.get(member), float(score)) for member, score in live]
         out.sort(key=lambda j: j.started_at)
         return out
+
+    def lost(self, since: float = 0.0) -> list[InflightJob]:
+        """Jobs whose heartbeat stopped (their worker died) since ``since``, oldest first;
+        records older than a day are forgotten here."""
+        with self.store._errors("list lost in-flight jobs"):
+            raw = cast(dict[str, str], self.redis.hgetall(self.lost_key))
+        out: list[InflightJob] = []
+        old: list[str] = []
+        now = self.now()
+        for job_id, value in raw.items():
+            lost_at = float(json.loads(value).get("lost_at") or 0)
+            if lost_at < now - 86_400:
+                old.append(job_id)
+            elif lost_at >= since:
+                out.append(_job(job_id, value, lost_at))
+        if old:
+            with self.store._errors("forget lost in-flight jobs"):
+                self.redis.hdel(self.lost_key, *old)
+        return sorted(out, key=lambda j: j.started_at)
 
     def clear_worker(self, hostname: str) -> list[str]:
         """Remove every record of worker ``hostname`` (a restarted worker's stale jobs)."""
@@ -149,54 +190,122 @@ class InflightRegistry:
         return {k: json.loads(v) for k, v in raw.items()}
 
 
-class Heartbeat:
-    """Per-process set of running job ids, refreshed by a daemon thread.
+def _job(job_id: str, raw: str | None, deadline: float) -> InflightJob:
+    data: dict[str, Any] = json.loads(raw) if raw else {"id": job_id}
+    return InflightJob(
+        id=job_id,
+        name=str(data.get("name", "?")),
+        operation=data.get("operation"),
+        worker=str(data.get("worker", "?")),
+        pid=int(data.get("pid") or 0),
+        started_at=float(data.get("started_at") or 0),
+        deadline=deadline,
+    )
 
-    Thread-safe; fork-aware (a child process starts its own thread on first use).
+
+class InflightTracker:
+    """This process's running jobs, written to the registry off the task's path.
+
+    `started` and `finished` only touch memory; a writer thread sends the changes (and
+    the heartbeats, every ``interval``) in one pipelined round trip as soon as it can, so
+    a hung Redis adds nothing to a task's run time: the writer catches up when Redis
+    answers, and a job that started and ended meanwhile is never written at all.
+    Thread-safe; fork-aware (a child process starts its own writer on first use).
     """
 
     def __init__(self, registry: InflightRegistry, interval: float) -> None:
         self.registry = registry
         self.interval = interval
         self._lock = threading.Lock()
-        self._ids: set[str] = set()
+        self._running: dict[str, InflightJob] = {}
+        self._to_start: dict[str, InflightJob] = {}
+        self._to_finish: set[str] = set()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
         self._pid = 0
-        self._stop = threading.Event()
+        self.failures = 0
 
-    def add(self, job_id: str) -> None:
-        """Track ``job_id`` in this process."""
+    def started(self, job: InflightJob) -> None:
+        """``job`` runs now in this process (memory only)."""
         with self._lock:
-            self._ids.add(job_id)
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._ids = {job_id}
-                self._stop = threading.Event()
-                threading.Thread(
-                    target=self._run, name="maintenance-guard-heartbeat", daemon=True
-                ).start()
+            self._ensure_writer()
+            self._running[job.id] = job
+            self._to_start[job.id] = job
+            self._to_finish.discard(job.id)
+            self._idle.clear()
+        self._wake.set()
 
-    def discard(self, job_id: str) -> None:
-        """Stop tracking ``job_id``."""
+    def finished(self, job_id: str) -> None:
+        """``job_id`` ended in this process (memory only)."""
         with self._lock:
-            self._ids.discard(job_id)
+            self._ensure_writer()
+            self._running.pop(job_id, None)
+            if self._to_start.pop(job_id, None) is None:
+                self._to_finish.add(job_id)
+            self._idle.clear()
+        self._wake.set()
 
-    def stop(self) -> None:
-        """Stop the thread of this process."""
-        self._stop.set()
+    def running(self) -> list[str]:
+        """Ids of the jobs running in this process."""
+        with self._lock:
+            return list(self._running)
 
-    def _run(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval):
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for every change to reach the registry; True if it did."""
+        with self._lock:
+            if self._pid != os.getpid() or not (self._to_start or self._to_finish):
+                return True
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def _ensure_writer(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._running, self._to_start, self._to_finish = {}, {}, set()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        threading.Thread(
+            target=self._write_loop, name="maintenance-guard-inflight", daemon=True
+        ).start()
+
+    def _write_loop(self) -> None:
+        wake, idle = self._wake, self._idle
+        next_beat = time.monotonic() + self.interval
+        backoff = 0.0
+        while True:
+            wake.wait(min(self.interval, max(0.0, next_beat - time.monotonic())))
+            wake.clear()
+            beat = time.monotonic() >= next_beat
             with self._lock:
-                ids = list(self._ids)
+                starts, finishes = self._to_start, self._to_finish
+                self._to_start, self._to_finish = {}, set()
+                alive = [i for i in self._running if i not in starts] if beat else []
             try:
-                self.registry.heartbeat(ids)
+                self.registry.write(starts.values(), finishes, alive)
             except StoreUnavailable as exc:
-                logger.warning(
-                    "cannot refresh in-flight heartbeats: %s",
-                    exc,
-                    extra={"mg_event": "heartbeat_failed", "mg_jobs": len(ids)},
-                )
+                with self._lock:
+                    for job_id, job in starts.items():
+                        if job_id in self._running:
+                            self._to_start.setdefault(job_id, job)
+                    self._to_finish |= {i for i in finishes if i not in self._to_start}
+                self.failures += 1
+                backoff = min(5.0, max(0.1, backoff * 2))
+                if self.failures == 1 or self.failures % 50 == 0:
+                    logger.warning(
+                        "cannot write in-flight records (kept, retried): %s",
+                        exc,
+                        extra={"mg_event": "inflight_write_failed", "mg_failures": self.failures},
+                    )
+                time.sleep(backoff)  # Redis is down or hung: do not retry in a loop
+                wake.set()
+                continue
+            backoff = 0.0
+            if beat:
+                next_beat = time.monotonic() + self.interval
+            with self._lock:
+                if not (self._to_start or self._to_finish):
+                    idle.set()
 
 
 @dataclass

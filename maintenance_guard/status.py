@@ -43,6 +43,9 @@ class MaintenanceStatus:
     generation: str = ""
     # Set while an emergency run (`guard.emergency`) owns this emergency state.
     emergency_id: str = ""
+    # Set by `drain` (normal mode): blocked messages published before maintenance began
+    # are held back too, so nothing blocked can start once the drain reports success.
+    hold_queued: bool = False
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -112,6 +115,7 @@ class MaintenanceStatus:
             data["enabled_by"] = self.enabled_by
             data["version"] = self.version
             data["emergency_id"] = self.emergency_id or None
+            data["hold_queued"] = self.hold_queued
         return data
 
     # --- storage encoding (flat string fields of the Redis hash) ---
@@ -131,6 +135,7 @@ class MaintenanceStatus:
             "blocked_operations": json.dumps(list(self.blocked_operations)),
             "changed_at": "" if self.changed_at is None else repr(self.changed_at),
             "emergency_id": self.emergency_id,
+            "hold_queued": "1" if self.hold_queued else "0",
         }
 
     @classmethod
@@ -148,6 +153,7 @@ class MaintenanceStatus:
             "changed_at",
             "generation",
             "emergency_id",
+            "hold_queued",
         }
         mode_value = fields.get("mode", "")
         return cls(
@@ -162,6 +168,7 @@ class MaintenanceStatus:
             changed_at=_float_or_none(fields.get("changed_at")),
             generation=fields.get("generation", ""),
             emergency_id=fields.get("emergency_id", ""),
+            hold_queued=fields.get("hold_queued") == "1",
             extra={k: v for k, v in fields.items() if k not in known},
         )
 

@@ -89,16 +89,28 @@ def _print_report(report: EmergencyReport) -> None:
         )
     for worker, queues in report.consumers_cancelled.items():
         click.echo(f"Paused {worker}: {', '.join(queues) or '(no queue)'}")
+    for item in report.unreachable:
+        click.echo(f"Not reached {item['worker']}: {item['why']}")
+    if report.called_off is not None:
+        click.echo(
+            "Called off before the end of the grace period "
+            f"(maintenance now {report.called_off.get('mode') or 'off'}): nothing terminated"
+        )
     click.echo(f"Finished in grace: {len(report.finished_in_grace)}")
     for job in report.finished_in_grace:
         click.echo(f"  {job['id']}  {job['name']}")
+    if report.held_back:
+        click.echo(f"Held back before starting (run after maintenance): {len(report.held_back)}")
+        for job in report.held_back:
+            click.echo(f"  {job['id']}  {job['name']}")
     click.echo(f"Terminated: {len(report.terminated)}")
     for t in report.terminated:
         note = "recoverable" if t.recoverable else "needs a decision"
         click.echo(f"  {t.id}  {t.name} on {t.worker} ({t.signal}; {note})")
     click.echo(f"Could not be stopped: {len(report.not_stopped)}")
     for item in report.not_stopped:
-        click.echo(f"  {item['id']}  {item['name']} on {item['worker']} pid {item['pid']}")
+        why = f" ({item['why']})" if item.get("why") else ""
+        click.echo(f"  {item['id']}  {item['name']} on {item['worker']} pid {item['pid']}{why}")
     if report.seconds_to_gone is not None:
         click.echo(f"Last job gone {report.seconds_to_gone:.3f}s after the grace period")
     for warning in report.warnings:

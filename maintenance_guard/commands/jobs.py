@@ -138,17 +138,28 @@ def deferred(ctx: click.Context, as_json: bool, requeue_stuck: bool) -> None:
         click.echo(f"Requeued {len(moved)} stuck submission(s).")
     parked = queue.entries()
     replaying = queue.replaying()
+    lost = [e for e in guard.events(limit=200, since=time.time() - 7 * 86_400)
+            if e.type == "deferred_lost"]  # fmt: skip
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "deferred": [e.summary() for e in parked],
                     "replaying": [e.summary() for e in replaying],
+                    "lost": [e.to_dict() for e in lost],
                 },
                 indent=2,
             )
         )
         return
+    for event in lost:
+        stamp = datetime.fromtimestamp(event.at).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"Warning: at {stamp} the store lost {event.fields.get('known', '?')} deferred "
+            f"submission(s) of {event.fields.get('broker', '?')} (Redis restarted empty); "
+            "they will not run",
+            err=True,
+        )
     if not parked and not replaying:
         click.echo("No deferred submissions.")
         return

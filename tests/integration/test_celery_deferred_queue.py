@@ -28,7 +28,7 @@ def _entry(i: int) -> DeferredEntry:
 
 def _replayer(url: str, prefix: str, sent_key: str, start: multiprocessing.Barrier) -> None:
     store = RedisStore.from_url(url, prefix=prefix)
-    queue = DeferredQueue(store)
+    queue = DeferredQueue(store, "testq")
     client = redis.Redis.from_url(url, decode_responses=True)
 
     def send(entry: DeferredEntry) -> None:
@@ -43,7 +43,7 @@ def _replayer(url: str, prefix: str, sent_key: str, start: multiprocessing.Barri
 def test_replay_by_four_processes_at_once_sends_each_entry_once_in_order(
     redis_url: str, key_prefix: str, guard: MaintenanceGuard, redis_client: redis.Redis
 ) -> None:
-    queue = DeferredQueue(guard.store)
+    queue = DeferredQueue(guard.store, "testq")
     for i in range(300):
         queue.park(_entry(i))
     assert [e.id for e in queue.entries()][:3] == ["job-0000", "job-0001", "job-0002"]
@@ -71,7 +71,7 @@ def test_replay_by_four_processes_at_once_sends_each_entry_once_in_order(
 
 
 def test_a_failed_send_puts_the_entry_back_at_the_head(guard: MaintenanceGuard) -> None:
-    queue = DeferredQueue(guard.store)
+    queue = DeferredQueue(guard.store, "testq")
     for i in range(3):
         queue.park(_entry(i))
     sent: list[str] = []
@@ -91,7 +91,7 @@ def test_a_failed_send_puts_the_entry_back_at_the_head(guard: MaintenanceGuard) 
 
 
 def test_replay_stops_when_maintenance_starts_again(guard: MaintenanceGuard) -> None:
-    queue = DeferredQueue(guard.store)
+    queue = DeferredQueue(guard.store, "testq")
     for i in range(5):
         queue.park(_entry(i))
     sent: list[str] = []
@@ -109,12 +109,12 @@ def test_bad_policy_is_refused() -> None:
 def test_entry_left_replaying_by_a_dead_replayer_is_listed_and_requeued_on_request(
     guard: MaintenanceGuard, cli_env: dict[str, str]
 ) -> None:
-    queue = DeferredQueue(guard.store)
+    queue = DeferredQueue(guard.store, "testq")
     for i in range(3):
         queue.park(_entry(i))
     # A replayer claims the first entry and dies before confirming it.
     queue.redis.set(queue.lock_key, "dead", px=60_000)
-    queue._claim(keys=[queue.list_key, queue.replaying_key, queue.lock_key], args=["dead", 60_000])
+    queue._claim(keys=[*queue._keys()[:4], queue.lock_key], args=["dead", 60_000])
     assert [e.id for e in queue.replaying()] == ["job-0000"]
 
     listed = _cli(cli_env, "deferred")

@@ -283,7 +283,7 @@ def test_countdown_message_received_before_an_emergency_is_held_back_when_due(
     result = producer.tasks["mgtest.caption"].apply_async(("eta",), countdown=3)
     # The worker holds it (received, waiting for its countdown): gone from the queue.
     wait_for(lambda: redis_broker.queue_length(queue) == 0, timeout=30)
-    assert f"mgtest.caption[{result.id}] received" in worker.log()
+    wait_for(lambda: f"mgtest.caption[{result.id}] received" in worker.log(), timeout=10)
     guard.enable("emergency", reason="breach", by="test")
     deferred = DeferredQueue(guard.store)
     wait_for(lambda: len(deferred) == 1, timeout=30)

@@ -504,7 +504,12 @@ def test_a_second_emergency_while_the_first_lasts_still_lets_workers_resume_afte
 def test_emergency_with_the_broker_down_still_switches_and_says_nothing_was_revoked(
     guard: MaintenanceGuard,
 ) -> None:
+    from maintenance_guard.inflight import InflightRegistry
+
     unreachable = Celery("mg-down", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    # A worker of this app registered before the broker went down: the emergency must
+    # reach it through the broker, and cannot.
+    InflightRegistry(guard.store).register_worker("down@host", {"pid": 1})
     try:
         report = guard.emergency("leak", grace_period=0, celery_app=unreachable, sessions=False)
     finally:

@@ -355,7 +355,7 @@ def test_non_admins_never_see_job_arguments_or_admin_names_through_the_api_or_th
         ),
         now=time.time(),
     )
-    DeferredQueue(store).park(
+    DeferredQueue(store, "testq").park(
         new_entry(
             entry_id="deferred-1",
             kind="call",
