@@ -1,8 +1,10 @@
 """Flask adapter: `FlaskMaintenance` refuses blocked requests and serves the status/admin routes.
 
-A ``before_request`` hook classifies each request's endpoint (a `maintenance_operation`
-decorator, else glob patterns on endpoint names and URL rules) and asks the guard; a refused
-request gets 503 with ``Retry-After``. Admins pass only through the application's own
+A ``before_request`` hook classifies each request (a `maintenance_operation` decorator,
+else glob patterns on endpoint names and URL rules, method-aware: see `flask_classify`) and
+asks the guard; a refused request, or `MaintenanceActive` raised inside a view, gets 503
+with ``Retry-After`` unless the app's `blocked_handler` answers. Admins pass only through
+the application's own
 ``is_admin`` callable (or a signed bypass cookie); nothing a client sends in a header, query
 parameter or forwarded address can make it an admin.
 """

@@ -20,6 +20,10 @@ import pytest
 from maintenance_guard import MaintenanceGuard
 from tests.e2e.flask_support import http
 from tests.helpers import free_port, wait_for
+from tests.integration import celery_support
+from tests.integration.celery_support import Broker, new_queue
+
+redis_broker = celery_support.redis_broker
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -83,10 +87,12 @@ def running_demo(env: dict[str, str], *args: str) -> Iterator[tuple[str, DemoPro
 
 
 def test_demo_serves_the_app_and_follows_the_switch(
-    cli_env: dict[str, str], make_guard: Callable[..., MaintenanceGuard]
+    cli_env: dict[str, str], make_guard: Callable[..., MaintenanceGuard], redis_broker: Broker
 ) -> None:
     guard = make_guard()
-    with running_demo(cli_env, "--no-worker") as (base, demo):
+    # Submissions made before the demo sees the switch land in this test's own queue.
+    env = {**cli_env, "MAINTENANCE_GUARD_DEMO_QUEUE": new_queue(redis_broker)}
+    with running_demo(env, "--no-worker") as (base, demo):
         assert http("GET", f"{base}/maintenance")[0] == 200
         assert http("GET", f"{base}/api/items")[0] == 200
         guard.enable("normal", reason="demo check", duration=600)
