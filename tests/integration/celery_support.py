@@ -26,10 +26,10 @@ from celery import Celery
 
 from maintenance_guard import MaintenanceGuard
 from maintenance_guard.celery import GuardedTask, install, installation_of
+from tests.cleanup import AMQP_URL, amqp_available, delete_amqp_queues, delete_redis_queues
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 TASK_PATTERNS = {
     "mgtest.caption*": "caption_generation",
@@ -67,6 +67,10 @@ def make_app(
         broker_url=broker,
         result_backend=redis_url,
         result_expires=600,
+        # Results under the test's prefix and a remote-control exchange named after the
+        # queue, so the test's cleanup deletes them too (and broadcasts stay in the test).
+        result_backend_transport_options={"global_keyprefix": f"{{{prefix}}}:"},
+        control_exchange=f"mgctl-{queue}",
         task_default_queue=queue,
         task_serializer="json",
         accept_content=["json"],
@@ -162,14 +166,6 @@ def uninstall(app: Celery) -> None:
 # ---------------------------------------------------------------------- brokers
 
 
-def amqp_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class Broker:
     """A broker the tests publish to, and how to read a queue's length on it."""
@@ -217,31 +213,11 @@ class Broker:
         return [json.loads(m)["headers"]["id"] for m in reversed(raw)]
 
     def cleanup(self) -> None:
+        """Delete this broker's test queues and what the broker keeps for them."""
         if self.kind == "redis":
-            client = redis.Redis.from_url(self.url)
-            try:
-                for queue in self.queues:
-                    keys = [queue, f"_kombu.binding.{queue}"]
-                    keys += list(client.scan_iter(match=f"{queue}\x06\x16*"))
-                    client.delete(*keys)
-            finally:
-                client.close()
-            return
-        from kombu import Connection
-
-        with Connection(self.url) as conn:
-            for queue in self.queues:
-                channel = conn.channel()
-                try:
-                    channel.queue_delete(queue)
-                    channel.exchange_delete(queue)
-                except Exception:
-                    pass
-                finally:
-                    try:
-                        channel.close()
-                    except Exception:
-                        pass
+            delete_redis_queues(self.url, self.queues)
+        else:
+            delete_amqp_queues(self.queues, self.url)
 
 
 def new_queue(broker: Broker) -> str:
@@ -251,28 +227,30 @@ def new_queue(broker: Broker) -> str:
 
 
 @pytest.fixture(params=["redis", "amqp"])
-def broker(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Broker]:
-    """Each broker the tests run on: Redis always, RabbitMQ when port 5672 answers."""
+def broker(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    cleanup_after_test: list[Callable[[], None]],
+) -> Broker:
+    """Each broker the tests run on: Redis always, RabbitMQ when port 5672 answers.
+
+    Its test queues are deleted after the test, once its workers have stopped."""
     if request.param == "amqp":
         if not amqp_available():
             pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
         found = Broker("amqp", AMQP_URL, redis_url)
     else:
         found = Broker("redis", redis_url, redis_url)
-    try:
-        yield found
-    finally:
-        found.cleanup()
+    cleanup_after_test.append(found.cleanup)
+    return found
 
 
 @pytest.fixture
-def redis_broker(redis_url: str) -> Iterator[Broker]:
-    """The Redis broker only."""
+def redis_broker(redis_url: str, cleanup_after_test: list[Callable[[], None]]) -> Broker:
+    """The Redis broker only (test queues deleted after the test)."""
     found = Broker("redis", redis_url, redis_url)
-    try:
-        yield found
-    finally:
-        found.cleanup()
+    cleanup_after_test.append(found.cleanup)
+    return found
 
 
 # ---------------------------------------------------------------------- worker processes

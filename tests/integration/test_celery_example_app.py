@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 from maintenance_guard import MaintenanceGuard
+from tests.cleanup import forget_default_pidbox
 from tests.integration import celery_support
 from tests.integration.celery_support import ROOT, Broker, StartWorker, new_queue
 
@@ -25,8 +27,15 @@ PRODUCER = textwrap.dedent(
            for name in sorted(workers.app.tasks) if name.startswith("workers.")}
     print("classified", ops, flush=True)
 
-    assert tasks.fetch_report.delay(1, duration=0.05).get(timeout=30)["report_id"] == 1
-    assert tasks.generate_caption.delay(7, duration=0.05).get(timeout=30)["post_id"] == 7
+    def run(task, *args, **kwargs):
+        result = task.delay(*args, **kwargs)
+        try:
+            return result.get(timeout=30)
+        finally:
+            result.forget()  # leave no result key behind
+
+    assert run(tasks.fetch_report, 1, duration=0.05)["report_id"] == 1
+    assert run(tasks.generate_caption, 7, duration=0.05)["post_id"] == 7
 
     workers.guard.enable("normal", reason="example app check", by="test")
     refused = []
@@ -38,7 +47,7 @@ PRODUCER = textwrap.dedent(
         except MaintenanceActive as exc:
             refused.append(exc.operation)
     print("refused", refused, flush=True)
-    assert tasks.fetch_report.delay(2, duration=0.05).get(timeout=30)["report_id"] == 2
+    assert run(tasks.fetch_report, 2, duration=0.05)["report_id"] == 2
     workers.guard.disable(by="test")
     print("ok", flush=True)
     """
@@ -50,8 +59,11 @@ def test_example_app_worker_runs_tasks_and_refuses_every_blocked_operation(
     start_worker: StartWorker,
     cli_env: dict[str, str],
     guard: MaintenanceGuard,
+    cleanup_after_test: list[Callable[[], None]],
 ) -> None:
     queue = new_queue(redis_broker)
+    # The example app's worker listens on Celery's default control exchange.
+    cleanup_after_test.append(lambda: forget_default_pidbox(redis_broker.url))
     env = dict(
         cli_env,
         CELERY_BROKER_URL=redis_broker.url,

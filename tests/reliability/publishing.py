@@ -7,7 +7,6 @@ every message a test publishes stays countable on the broker until the queue is 
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,7 @@ from celery import Celery
 from kombu import Connection
 
 from maintenance_guard import MaintenanceGuard
-
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+from tests.cleanup import AMQP_URL, amqp_available, delete_amqp_queues
 
 # Task names the producers publish, and the operations they map to.
 TASK_OPERATIONS = {
@@ -26,14 +24,6 @@ TASK_OPERATIONS = {
     "rel.job": "job_creation",
     "rel.read": "read",
 }
-
-
-def amqp_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def queue_length(queue: str) -> int:
@@ -52,12 +42,8 @@ def queue_length(queue: str) -> int:
 
 
 def delete_queue(queue: str) -> None:
-    with Connection(AMQP_URL) as conn:
-        channel = conn.channel()
-        try:
-            channel.queue_delete(queue=queue)
-        except conn.channel_errors:
-            pass
+    """Delete ``queue`` and its exchange on RabbitMQ."""
+    delete_amqp_queues([queue], AMQP_URL)
 
 
 @contextmanager

@@ -68,15 +68,13 @@ def rel_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[Star
 
 
 @pytest.fixture
-def amqp_broker(redis_url: str) -> Iterator[Broker]:
-    """The real RabbitMQ (skips when it is not running); test queues deleted afterwards."""
+def amqp_broker(redis_url: str, cleanup_after_test: list[Callable[[], None]]) -> Broker:
+    """The real RabbitMQ (skips when it is not running); test queues deleted after the test."""
     if not amqp_available():
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
     found = Broker("amqp", AMQP_URL, redis_url)
-    try:
-        yield found
-    finally:
-        found.cleanup()
+    cleanup_after_test.append(found.cleanup)
+    return found
 
 
 @pytest.fixture
