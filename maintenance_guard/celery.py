@@ -123,11 +123,7 @@ class Installation:
         if os.getpid() != self.sweeper_pid:
             return
         check = self.deferred.check()
-        if (
-            self.deferred_marker is not None
-            and check.marker != self.deferred_marker
-            and self.known_deferred > 0
-        ):
+        if check.marker != self.deferred_marker and self.known_deferred > check.pending:
             self._report_lost_deferrals(check.marker)
         self.deferred_marker = check.marker
         self.known_deferred = check.pending

@@ -35,14 +35,16 @@ DEFER_POLICIES = ("refuse", "defer")
 LOCK_TTL_MS = 10_000
 SENT_RETENTION = 86_400.0  # seconds a replayed id is remembered (a later park is a duplicate)
 
-# KEYS: order list, entries hash, replaying hash, owners hash, sent zset, queues hash.
-# ARGV: id, raw entry, queue name. 1 = parked now, 0 = already parked, replaying or sent.
+# KEYS: order list, entries hash, replaying hash, owners hash, sent zset, queues hash,
+# marker. ARGV: id, raw entry, queue name, a new marker.
+# 1 = parked now, 0 = already parked, replaying or sent.
 _PARK_LUA = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1
    or redis.call('ZSCORE', KEYS[5], ARGV[1]) then
   return 0
 end
 redis.call('HSETNX', KEYS[6], ARGV[3], '{}')
+redis.call('SETNX', KEYS[7], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[1], ARGV[1])
 return 1
@@ -233,7 +235,8 @@ class DeferredQueue:
         self._need_app()
         with self._errors("park a deferred submission"):
             parked = self._park(
-                keys=[*self._keys(), self.apps_key], args=[entry.id, entry.to_json(), self.app]
+                keys=[*self._keys(), self.apps_key, self.marker_key],
+                args=[entry.id, entry.to_json(), self.app, uuid.uuid4().hex[:12]],
             )
         return bool(parked)
 
@@ -252,15 +255,14 @@ class DeferredQueue:
         return "sent" if sent is not None else None
 
     def check(self) -> QueueCheck:
-        """How many entries wait, and the queue's marker (created here if missing)."""
+        """How many entries wait, and the queue's marker (set by the first park; a store
+        that restarted empty has none, or a new one)."""
         self._need_app()
         with self._errors("check deferred submissions"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.llen(self.order_key)
             pipe.get(self.marker_key)
             pending, marker = pipe.execute()
-            if marker is None:
-                self.redis.set(self.marker_key, uuid.uuid4().hex[:12], nx=True)
         return QueueCheck(int(pending), cast("str | None", marker))
 
     def replay(

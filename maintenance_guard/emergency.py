@@ -59,7 +59,6 @@ __all__ = [
     "json_safe",
     "recover",
     "render_report_text",
-    "resume_fleet",
     "run_emergency",
     "validate_emergency_args",
 ]
@@ -70,6 +69,8 @@ REPLY_TIMEOUT = 1.0
 # After SIGKILL a process is gone within milliseconds; this only bounds a stuck worker.
 AFTER_KILL_WAIT = 3.0
 RESUME_TIMEOUT = 5.0
+# How long the run waits for the workers that answered to record their pause.
+PAUSE_CONFIRM_SECONDS = 5.0
 # A run that owns the state but has stored no report yet is starting (or died at once).
 STARTING_RUN_SECONDS = 60.0
 FINISHED_PHASES = ("done", "called_off")
@@ -125,27 +126,6 @@ class CeleryFleet:
         """The fleet's workers that answer a ping (returns once all did, else after the
         reply timeout)."""
         return set(self._call("ping", self.workers))
-
-    def active_queues(self, workers: list[str]) -> dict[str, list[QueueSpec]]:
-        """Worker -> the queues it consumes."""
-        replies = self._call("active_queues", workers)
-        return {w: [QueueSpec.from_celery(q) for q in qs or []] for w, qs in replies.items()}
-
-    def cancel_consumer(self, worker: str, queue: str) -> bool:
-        """Stop ``worker`` consuming ``queue``; True if it confirmed."""
-        return worker in self._call("cancel_consumer", [worker], queue=queue)
-
-    def add_consumer(self, worker: str, queue: QueueSpec) -> bool:
-        """Make ``worker`` consume ``queue`` again; True if it confirmed."""
-        replies = self._call(
-            "add_consumer",
-            [worker],
-            queue=queue.name,
-            exchange=queue.exchange or None,
-            exchange_type=queue.exchange_type,
-            routing_key=queue.routing_key or None,
-        )
-        return worker in replies
 
     def active(self, workers: list[str]) -> dict[str, dict[str, Any]]:
         """Task id -> job info for every job running on ``workers``."""
@@ -253,7 +233,7 @@ def run_emergency(
         kill_after=kill,
     )
     # What earlier emergencies left paused: not this run's doing (see EmergencyRun.pause).
-    paused_before = {w: qs for w, qs in records.cancelled().items() if w not in records.resumed()}
+    paused_before = records.cancelled()
     status = guard.write_enabled(
         MaintenanceMode.EMERGENCY,
         clean,
@@ -361,8 +341,7 @@ class EmergencyRun:
         return True
 
     def _stop_called_off(self) -> EmergencyReport:
-        if self.fleet is not None:
-            resume_fleet(self.fleet, self.records)
+        # The workers resume by themselves on the change (emergency_worker.ConsumerGate).
         self.report.phase = "called_off"
         self.done = True
         return _finish(self.guard, self.records, self.report)
@@ -433,24 +412,22 @@ class EmergencyRun:
                     "key prefix (install() connects a worker's hooks)",
                 )
             return
-        listed = fleet.active_queues(sorted(answered))
-        # A worker that saw the change first may have paused itself (and recorded it).
-        recorded = self.records.cancelled()
-        for worker, queues in listed.items():
-            # Recorded before the pause: whoever resumes (a disable, the worker itself)
-            # finds the record even if it runs before the pause is confirmed.
-            self.records.set_cancelled(worker, queues)
-            stopped = [q for q in queues if fleet.cancel_consumer(worker, q.name)]
-            earlier = self.paused_before.get(worker, [])
-            already = [q for q in recorded.get(worker, []) if q not in queues + earlier]
-            report.consumers_cancelled[worker] = [q.name for q in stopped + already]
-            for q in queues:
-                if q not in stopped:
-                    _warn(
-                        self.guard,
-                        report,
-                        f"worker {worker} did not confirm it stopped consuming {q.name}",
-                    )
+        # Each worker pauses itself on the change (emergency_worker.ConsumerGate) and
+        # records it; the run only waits for the records, so nothing here can race a
+        # `disable` into leaving a worker paused.
+        deadline = time.monotonic() + PAUSE_CONFIRM_SECONDS
+        while True:
+            recorded = self.records.cancelled()
+            waiting = [w for w in answered if w not in recorded]
+            if not waiting or time.monotonic() >= deadline or self.is_called_off():
+                break
+            time.sleep(POLL_INTERVAL)
+        for worker in sorted(answered):
+            if worker in recorded:
+                earlier = {q.name for q in self.paused_before.get(worker, [])}
+                report.consumers_cancelled[worker] = [
+                    q.name for q in recorded[worker] if q.name not in earlier
+                ]
         for worker in sorted(answered - set(report.consumers_cancelled)):
             _warn(
                 self.guard, report, f"worker {worker} did not list its queues; it may still consume"
@@ -771,21 +748,6 @@ def _warn(guard: MaintenanceGuard, report: EmergencyReport | None, message: str)
     _audit(guard, "emergency_warning", "maintenance-guard", message)
 
 
-def resume_fleet(fleet: CeleryFleet, records: EmergencyRecords) -> list[str]:
-    """Make every worker an emergency paused consume its queues again (those that
-    confirm are marked resumed); returns the workers that confirmed."""
-    resumed = records.resumed()
-    confirmed = []
-    for worker, queues in records.cancelled().items():
-        if worker in resumed or not queues:
-            continue
-        names = [q.name for q in queues if fleet.add_consumer(worker, q)]
-        if names:
-            records.mark_resumed(worker, names)
-            confirmed.append(worker)
-    return confirmed
-
-
 # ---------------------------------------------------------------------------- deactivation
 
 
@@ -794,10 +756,10 @@ def after_disable(
 ) -> dict[str, Any]:
     """Checks once an emergency ends; warnings go to the audit log and the log.
 
-    Re-adds the paused consumers (when the guard knows the Celery app; workers with the
-    hooks also resume by themselves), waits up to ``timeout`` for every paused worker to
-    consume again, and checks that no in-flight record of a terminated job remains and
-    that the recorded jobs match the report. Never raises.
+    Waits up to ``timeout`` for every paused worker to say it consumes again (workers
+    resume by themselves on the change) and for the run to finish, and checks that no
+    in-flight record of a terminated job remains and that the recorded jobs match the
+    report. Never raises.
     """
     try:
         return _after_disable(guard, actor, timeout)
@@ -809,14 +771,12 @@ def after_disable(
 def _after_disable(guard: MaintenanceGuard, actor: str, timeout: float) -> dict[str, Any]:
     records = EmergencyRecords(guard.store)
     warnings: list[str] = []
+    # The paused workers resume by themselves on the change; wait for them to say so.
     cancelled = records.cancelled()
-    app = guard.celery_app
-    if app is not None and cancelled:
-        resume_fleet(CeleryFleet(app, sorted(cancelled)), records)
     deadline = time.monotonic() + timeout
     while True:
-        resumed = records.resumed()
-        waiting = sorted(w for w, qs in cancelled.items() if qs and w not in resumed)
+        still = records.cancelled()
+        waiting = sorted(w for w, qs in cancelled.items() if qs and still.get(w))
         report = records.report()
         running = report is not None and report.get("phase") not in FINISHED_PHASES
         if (not waiting and not running) or time.monotonic() >= deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
@@ -87,6 +88,42 @@ return 1
 """
 
 
+# KEYS: cancelled, resumed. ARGV: worker, queues (JSON list), new token. Merge by name.
+_SET_CANCELLED_LUA = """
+local merged, seen = {}, {}
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local old = cjson.decode(raw)
+  for _, q in ipairs(old.queues or old) do
+    if not seen[q.name] then merged[#merged + 1] = q; seen[q.name] = true end
+  end
+end
+for _, q in ipairs(cjson.decode(ARGV[2])) do
+  if not seen[q.name] then merged[#merged + 1] = q; seen[q.name] = true end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({queues = merged, token = ARGV[3]}))
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: cancelled, resumed. ARGV: worker, token, resumed info. The pause record goes
+# only if it is still the one resumed (a pause recorded meanwhile stays).
+_MARK_RESUMED_LUA = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw and cjson.decode(raw).token == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def _pause(raw: str) -> tuple[list[QueueSpec], str]:
+    data = json.loads(raw)
+    if isinstance(data, list):  # a record written before pause records had tokens
+        return [QueueSpec(**q) for q in data], ""
+    queues = data.get("queues") or []
+    return [QueueSpec(**q) for q in queues if isinstance(q, dict)], str(data.get("token", ""))
+
+
 class EmergencyRecords:
     """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
 
@@ -103,6 +140,8 @@ class EmergencyRecords:
         self.checks_key = store.key("emergency:checks")
         self.skipped_key = store.key("emergency:skipped")
         self._save = self.redis.register_script(_SAVE_REPORT_LUA)
+        self._set_cancelled = self.redis.register_script(_SET_CANCELLED_LUA)
+        self._mark_resumed = self.redis.register_script(_MARK_RESUMED_LUA)
 
     def _hash(self, key: str) -> dict[str, Any]:
         with self.store._errors("read emergency records"):
@@ -110,22 +149,13 @@ class EmergencyRecords:
         return {k: json.loads(v) for k, v in raw.items()}
 
     def start(self, report: EmergencyReport) -> None:
-        """Begin a new emergency: forget the pauses that ended. A worker still paused (a
-        second emergency while the first lasts) keeps its record, so it resumes later."""
-        resumed = list(self.resumed())
+        """Begin a new emergency (its report). Pause records are untouched: each one is
+        removed when its worker resumes, so a worker still paused keeps its record."""
         with self.store._errors("record the emergency"):
             pipe = self.redis.pipeline(transaction=False)
-            if resumed:
-                pipe.hdel(self.cancelled_key, *resumed)
             pipe.delete(self.resumed_key, self.checks_key)
             pipe.set(self.report_key, json.dumps(report.to_dict()))
             pipe.execute()
-
-    def forget_workers(self, workers: list[str]) -> None:
-        """Drop the pause records of workers that no longer exist."""
-        if workers:
-            with self.store._errors("forget paused workers"):
-                self.redis.hdel(self.cancelled_key, *workers)
 
     def save_report(self, report: EmergencyReport) -> bool:
         """Store the (possibly partial) report of the current emergency, unless a later
@@ -173,40 +203,44 @@ class EmergencyRecords:
 
     def set_cancelled(self, worker: str, queues: list[QueueSpec]) -> None:
         """Remember that ``worker`` stopped consuming ``queues`` (added to what it already
-        stopped: a queue paused twice is resumed once, never forgotten)."""
-        known = self.cancelled().get(worker, [])
-        merged = known + [q for q in queues if q not in known]
+        stopped: a queue paused twice is resumed once, never forgotten). Atomic, so the
+        emergency run and the worker itself may both record a pause at once."""
         with self.store._errors("record paused consumers"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.cancelled_key, worker, json.dumps([asdict(q) for q in merged]))
-            pipe.hdel(self.resumed_key, worker)
-            pipe.execute()
+            self._set_cancelled(
+                keys=[self.cancelled_key, self.resumed_key],
+                args=[worker, json.dumps([asdict(q) for q in queues]), uuid.uuid4().hex[:12]],
+            )
 
     def cancelled(self) -> dict[str, list[QueueSpec]]:
-        """Worker -> the queues it stopped consuming in the current emergency."""
-        return {w: [QueueSpec(**q) for q in qs] for w, qs in self._hash(self.cancelled_key).items()}
+        """Worker -> the queues an emergency paused on it that it does not consume again yet."""
+        return {w: queues for w, (queues, _token) in self.pauses().items()}
 
-    def mark_resumed(self, worker: str, queues: list[str]) -> None:
-        """``worker`` consumes ``queues`` again."""
+    def pauses(self) -> dict[str, tuple[list[QueueSpec], str]]:
+        """Worker -> (paused queues, the record's token for `mark_resumed`)."""
+        with self.store._errors("read emergency records"):
+            raw = cast(dict[str, str], self.redis.hgetall(self.cancelled_key))
+        return {w: _pause(v) for w, v in raw.items()}
+
+    def pause_state(self, worker: str) -> tuple[list[QueueSpec], str]:
+        """The queues an emergency paused on ``worker`` (empty when it consumes) and the
+        record's token (one round trip; what a worker checks for itself)."""
+        with self.store._errors("read emergency records"):
+            raw = cast("str | None", self.redis.hget(self.cancelled_key, worker))
+        return _pause(raw) if raw else ([], "")
+
+    def mark_resumed(self, worker: str, queues: list[str], token: str) -> None:
+        """``worker`` consumes ``queues`` again: its pause record (the one ``token`` names;
+        a pause recorded since is kept) is removed and the resume noted."""
+        info = json.dumps({"at": time.time(), "queues": queues})
         with self.store._errors("record resumed consumers"):
-            self.redis.hset(
-                self.resumed_key, worker, json.dumps({"at": time.time(), "queues": queues})
+            self._mark_resumed(
+                keys=[self.cancelled_key, self.resumed_key], args=[worker, token, info]
             )
 
     def resumed(self) -> dict[str, Any]:
-        """Worker -> {at, queues} for the workers that consume again."""
+        """Worker -> {at, queues} for the workers that consumed again since the last
+        emergency began."""
         return self._hash(self.resumed_key)
-
-    def pause_state(self, worker: str) -> tuple[list[QueueSpec], bool]:
-        """The queues an emergency paused on ``worker`` and whether it consumes them again
-        (one round trip; what a worker checks for itself)."""
-        with self.store._errors("read emergency records"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(self.cancelled_key, worker)
-            pipe.hexists(self.resumed_key, worker)
-            raw, resumed = pipe.execute()
-        queues = [QueueSpec(**q) for q in json.loads(raw)] if raw else []
-        return queues, bool(resumed)
 
     def claim_recovery(self, job_id: str, by: str) -> bool:
         """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""

@@ -6,7 +6,8 @@
   revoked set at start-up and whenever the maintenance state changes, so a redelivered
   message (``acks_late`` + ``task_reject_on_worker_lost``, a worker restart, a visibility
   timeout) is acknowledged and dropped by Celery before it runs.
-- A worker paused by an emergency consumes its queues again when the emergency ends.
+- A worker pauses itself while an emergency run lasts and consumes its queues again
+  when it ends (`ConsumerGate`); the emergency run only watches its pause records.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -137,53 +139,6 @@ def refuse_terminated(records: EmergencyRecords) -> int:
     return len(ids)
 
 
-def resume_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
-    """Consume again the queues an emergency paused on this worker (unless it already
-    does). Scheduled on the consumer's own event loop (as Celery's ``add_consumer``
-    command does): broker connections are not shared with the calling thread."""
-    hostname = consumer.hostname
-    queues, resumed = records.pause_state(hostname)
-    if not queues or resumed:
-        return []
-    for q in queues:
-        consumer.call_soon(
-            consumer.add_task_queue,
-            q.name,
-            q.exchange or None,
-            q.exchange_type,
-            q.routing_key or None,
-        )
-    names = [q.name for q in queues]
-    records.mark_resumed(hostname, names)
-    logger.info(
-        "consuming again: %s",
-        ", ".join(names),
-        extra={"mg_event": "consumers_resumed", "mg_worker": hostname},
-    )
-    return names
-
-
-def pause_consumers(consumer: Any, records: EmergencyRecords) -> list[str]:
-    """Stop consuming every queue this worker consumes, recorded first (so whoever
-    resumes finds the record). On the consumer's event loop, like `resume_consumers`."""
-    task_consumer = getattr(consumer, "task_consumer", None)
-    if task_consumer is None:
-        return []
-    queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in list(task_consumer.queues)]
-    if not queues:
-        return []
-    records.set_cancelled(consumer.hostname, queues)
-    for q in queues:
-        consumer.call_soon(consumer.cancel_task_queue, q.name)
-    names = [q.name for q in queues]
-    logger.warning(
-        "an emergency is under way: not consuming %s",
-        ", ".join(names),
-        extra={"mg_event": "consumers_cancelled", "mg_worker": consumer.hostname},
-    )
-    return names
-
-
 def emergency_pause_in_effect(status: MaintenanceStatus) -> bool:
     """True while an emergency run (`guard.emergency`) keeps the workers paused.
 
@@ -194,15 +149,89 @@ def emergency_pause_in_effect(status: MaintenanceStatus) -> bool:
     return status.mode is MaintenanceMode.EMERGENCY and bool(status.emergency_id)
 
 
-def reconcile_consumers(consumer: Any, guard: MaintenanceGuard, records: EmergencyRecords) -> None:
-    """Make this worker's consumption follow the state: paused while an emergency run
-    lasts, consuming again once it ends. Run on every change and every few seconds, so
-    a worker that missed the pause or the resume (hung, restarted, or a `disable` that
-    raced the pause) catches up by itself."""
-    if emergency_pause_in_effect(guard.current()):
-        pause_consumers(consumer, records)
-    else:
-        resume_consumers(consumer, records)
+class ConsumerGate:
+    """Makes one worker's consumption follow the state: paused while an emergency run
+    lasts, consuming again once it ends.
+
+    The worker is the only one that pauses or resumes itself (the emergency run only
+    watches the pause records), so a `disable` racing the pause cannot leave it paused.
+    Called on every state change and every few seconds (a worker that was hung, or
+    missed a change, catches up), from any thread: decisions are serialised here, and
+    the consumer applies them in order on its own event loop (as Celery's
+    ``add_consumer``/``cancel_consumer`` commands do).
+    """
+
+    def __init__(self, consumer: Any, guard: MaintenanceGuard, records: EmergencyRecords) -> None:
+        self.consumer = consumer
+        self.guard = guard
+        self.records = records
+        self.hostname = str(consumer.hostname)
+        self._lock = threading.Lock()
+        self.paused: list[QueueSpec] = []
+        # Every queue this worker was seen consuming: a pause also covers one whose
+        # re-add is still waiting on the event loop.
+        self.known: list[QueueSpec] = []
+
+    def follow(self, status: MaintenanceStatus | None = None) -> None:
+        """Pause or resume to match ``status`` (default: the current state)."""
+        with self._lock:
+            if emergency_pause_in_effect(status or self.guard.current()):
+                self._pause()
+            else:
+                self._resume()
+
+    def paused_at_start(self, queues: list[QueueSpec]) -> None:
+        """The consumer step cancelled ``queues`` before the first fetch (see
+        `EmergencyPauseStep`)."""
+        with self._lock:
+            self.paused = list(queues)
+            self.known = list(queues)
+
+    def _pause(self) -> None:
+        if self.paused:
+            return
+        task_consumer = getattr(self.consumer, "task_consumer", None)
+        if task_consumer is None:
+            return
+        current = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in task_consumer.queues]
+        queues = current + [q for q in self.known if q not in current]
+        if not queues:
+            return
+        self.known = queues
+        # Recorded first: whoever looks (the emergency run, a later resume after a
+        # restart) finds the record before the pause takes effect.
+        self.records.set_cancelled(self.hostname, queues)
+        for q in queues:
+            self.consumer.call_soon(self.consumer.cancel_task_queue, q.name)
+        self.paused = queues
+        logger.warning(
+            "an emergency is under way: not consuming %s",
+            ", ".join(q.name for q in queues),
+            extra={"mg_event": "consumers_cancelled", "mg_worker": self.hostname},
+        )
+
+    def _resume(self) -> None:
+        recorded, token = self.records.pause_state(self.hostname)
+        queues = recorded + [q for q in self.paused if q not in recorded]
+        if not queues:
+            return
+        for q in queues:
+            self.consumer.call_soon(
+                self.consumer.add_task_queue,
+                q.name,
+                q.exchange or None,
+                q.exchange_type,
+                q.routing_key or None,
+            )
+        self.paused = []
+        self.known = queues + [q for q in self.known if q not in queues]
+        names = [q.name for q in queues]
+        self.records.mark_resumed(self.hostname, names, token)
+        logger.info(
+            "consuming again: %s",
+            ", ".join(names),
+            extra={"mg_event": "consumers_resumed", "mg_worker": self.hostname},
+        )
 
 
 class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -229,6 +258,7 @@ class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
             )
         for queue in queues:
             c.cancel_task_queue(queue.name)
+        c._mg_paused_at_start = queues
         logger.warning(
             "started during an emergency: not consuming %s",
             ", ".join(q.name for q in queues) or "anything",
@@ -250,13 +280,13 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     app.steps["consumer"].add(EmergencyPauseStep)
     main_pid = os.getpid()
 
-    def reconcile(consumer: Any, changed: bool = False) -> None:
+    def follow(gate: ConsumerGate, status: MaintenanceStatus | None, changed: bool) -> None:
         if os.getpid() != main_pid:
             return  # a forked pool process; only the worker's main process acts
         try:
             if changed:
                 refuse_terminated(records)
-            reconcile_consumers(consumer, guard, records)
+            gate.follow(status)
         except StoreUnavailable as exc:
             logger.warning("emergency worker hook: %s", exc, extra={"mg_event": "store_error"})
 
@@ -265,11 +295,13 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
         if getattr(sender, "app", None) is not app:
             return
         main_pid = os.getpid()
+        gate = ConsumerGate(sender, guard, records)
+        gate.paused_at_start(getattr(sender, "_mg_paused_at_start", []))
         # Listen first, then look: a change between the two is never missed.
-        guard.add_listener(lambda status: reconcile(sender, changed=True))
-        guard.add_periodic(lambda: reconcile(sender), RECONCILE_SECONDS)
+        guard.add_listener(lambda status: follow(gate, status, True))
+        guard.add_periodic(lambda: follow(gate, None, False), RECONCILE_SECONDS)
         guard.refresh()
-        reconcile(sender, changed=True)
+        follow(gate, None, True)
 
     def on_revoked(
         sender: Any = None, request: Any = None, terminated: bool = False, **_: Any
