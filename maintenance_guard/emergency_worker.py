@@ -25,6 +25,7 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
+from .drain import CMD_RESERVED
 from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING
 from .emergency_records import EmergencyRecords, QueueSpec, json_safe
 from .errors import StoreUnavailable
@@ -68,6 +69,26 @@ def maintenance_guard_active(state: Any, **_: Any) -> dict[str, Any]:
         }
         jobs.append(info)
     return {"jobs": jobs}
+
+
+@inspect_command(name=CMD_RESERVED)  # type: ignore[untyped-decorator]
+def maintenance_guard_reserved(state: Any, **_: Any) -> dict[str, Any]:
+    """Messages this worker holds that have not started (prefetched, waiting for a pool
+    process or their ETA), and the queues it consumes (for `drain`)."""
+    active = {r.id for r in list(worker_state.active_requests)}
+    reserved = []
+    for request in list(worker_state.reserved_requests):
+        if request.id in active:
+            continue
+        task = state.app.tasks.get(request.name)
+        operation = getattr(task, "operation", None)
+        inst = getattr(state.app, "_maintenance_guard", None)
+        if operation is None and inst is not None:
+            operation = inst.operation_of(request.name, task)
+        reserved.append({"id": request.id, "name": request.name, "operation": operation})
+    task_consumer = getattr(state.consumer, "task_consumer", None)
+    queues = [q.name for q in task_consumer.queues] if task_consumer is not None else []
+    return {"reserved": reserved, "queues": queues}
 
 
 @inspect_command(name=CMD_RUNNING, args=[("task_ids", list)])  # type: ignore[untyped-decorator]

@@ -476,14 +476,22 @@ class MaintenanceGuard:
         return self.store.read_events(limit=limit, since=since)
 
     def drain(
-        self, timeout: float = 300.0, operations: Iterable[str | Operation] | None = None
+        self,
+        timeout: float = 300.0,
+        operations: Iterable[str | Operation] | None = None,
+        *,
+        queued: str = "hold",
+        celery_app: Any = None,
+        by: str | None = None,
     ) -> Any:
-        """Wait until no tracked job (of ``operations``) is in flight; returns a
-        `maintenance_guard.inflight.DrainResult` (``drained`` False on timeout)."""
-        from .inflight import drain
+        """Wait until no tracked job (of ``operations``) is in flight and no blocked
+        message published before maintenance can start; returns a
+        `maintenance_guard.drain.DrainResult` (``drained`` False on timeout). See
+        `maintenance_guard.drain.drain` for the ``queued`` policies."""
+        from .drain import drain
 
         names = None if operations is None else [str(op) for op in operations]
-        return drain(self, timeout, names)
+        return drain(self, timeout, names, queued=queued, celery_app=celery_app, by=by)
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(status)`` from the watcher thread after every state change."""
@@ -663,9 +671,10 @@ class MaintenanceGuard:
             if check is not None:
                 check(old)
             expected = old.version if old is not None else 0
-            fields = dict(make_new(old).to_fields())
+            new = make_new(old)
+            fields = dict(new.to_fields())
             fields["changed_at"] = SERVER_TIME
-            if fields.get("mode"):
+            if new.mode is not None and new.started_at is None:
                 fields["started_at"] = SERVER_TIME
             try:
                 stored = self.store.change_state(fields, make_event(old), expected)
@@ -853,8 +862,12 @@ def _default_role() -> str:
 
 def _flush_at_exit(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:
     guard = ref()
-    if guard is not None and guard._recorder.total:
-        guard.stop(timeout=1.0)
+    if guard is None or not (guard._watching or guard._recorder.total):
+        return
+    # Not `stop()`: joining the watcher could hold the exit up to a poll interval.
+    guard._stop_event.set()
+    guard.flush()
+    guard._record_presence(exited=True)
 
 
 def _after_fork(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:

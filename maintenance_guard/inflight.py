@@ -16,14 +16,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 from .errors import InvalidInput, StoreUnavailable
 from .store import RedisStore, StateStore
-
-if TYPE_CHECKING:
-    from .guard import MaintenanceGuard
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -306,57 +303,3 @@ class InflightTracker:
             with self._lock:
                 if not (self._to_start or self._to_finish):
                     idle.set()
-
-
-@dataclass
-class DrainResult:
-    """The outcome of `drain`: ``drained`` is False on timeout, with what still runs."""
-
-    drained: bool
-    elapsed: float
-    remaining: list[InflightJob] = field(default_factory=list)
-
-
-DrainProgress = Callable[[list[InflightJob], float], None]
-
-
-def drain(
-    guard: MaintenanceGuard,
-    timeout: float,
-    operations: Iterable[str] | None = None,
-    *,
-    poll_interval: float = 0.25,
-    progress: DrainProgress | None = None,
-) -> DrainResult:
-    """Wait until no tracked job (of ``operations``, if given) is in flight.
-
-    Blocks up to ``timeout`` seconds; ``progress(jobs, elapsed)`` is called after each
-    poll. Raises `InvalidInput` for a bad timeout or an unknown operation, and
-    `StoreUnavailable` if Redis cannot be read.
-    """
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 <= timeout <= 86_400
-    ):
-        raise InvalidInput("timeout must be a number of seconds between 0 and 86400")
-    wanted: frozenset[str] | None = None
-    if operations is not None:
-        if isinstance(operations, str):
-            raise InvalidInput("operations must be a list of operation names")
-        wanted = frozenset(guard.catalog.require(op) for op in operations)
-    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout)
-    started = time.monotonic()
-    while True:
-        jobs = registry.jobs()
-        if wanted is not None:
-            jobs = [j for j in jobs if j.operation in wanted]
-        elapsed = time.monotonic() - started
-        if progress is not None:
-            progress(jobs, elapsed)
-        if not jobs or elapsed >= timeout:
-            from .metrics import observe_drain  # imported here: prometheus only when draining
-
-            observe_drain(elapsed)
-            return DrainResult(not jobs, elapsed, jobs)
-        time.sleep(min(poll_interval, max(0.0, timeout - elapsed)) or poll_interval)

@@ -181,6 +181,8 @@ def judge_propagation(
     """
     live: list[dict[str, Any]] = []
     for member, record in sorted(presence.items()):
+        if record.get("exited"):
+            continue  # ended cleanly (its last records flushed)
         seen_at = _as_float(record.get("seen_at"))
         interval = _as_float(record.get("poll_interval")) or 1.0
         if seen_at is None or now - seen_at > max(stale_after, 5 * interval):
@@ -204,6 +206,42 @@ def judge_propagation(
     return (
         Verdict("state_propagated", PASS, f"all {len(live)} live processes saw version {version}"),
         live,
+    )
+
+
+def judge_records(
+    dropped: int,
+    presence: Mapping[str, Mapping[str, Any]],
+    window_start: float,
+    now: float,
+    stale_after: float = 10.0,
+) -> Verdict:
+    """Are the recorded attempts complete? Fails when records were dropped (a full
+    buffer); incomplete when a guard process alive during the window stopped without a
+    clean exit (killed): what it recorded after its last flush never reached the store.
+    """
+    if dropped:
+        return Verdict("records_complete", FAIL, f"{dropped} records dropped since the last reset")
+    crashed = []
+    for member, record in sorted(presence.items()):
+        seen_at = _as_float(record.get("seen_at"))
+        interval = _as_float(record.get("poll_interval")) or 1.0
+        if record.get("exited") or seen_at is None or seen_at < window_start:
+            continue
+        if now - seen_at > max(stale_after, 5 * interval):
+            crashed.append(f"{member} (recorded {record.get('recorded', '?')})")
+    if crashed:
+        return Verdict(
+            "records_complete",
+            UNKNOWN,
+            f"{len(crashed)} guard process(es) stopped during the window without a clean "
+            "exit; attempts they recorded after their last flush (at most one poll "
+            "interval) are missing: " + ", ".join(crashed[:10]),
+        )
+    return Verdict(
+        "records_complete",
+        PASS,
+        "no test record dropped; every process that ended during the window flushed its records",
     )
 
 
@@ -675,13 +713,7 @@ def build_test_report(
         propagated,
         judge_workers(_read_hash(store, "workers"), live),
         check_status_api(status_url, status),
-        Verdict(
-            "records_complete",
-            FAIL if records["dropped"] else PASS,
-            f"{records['dropped']} records dropped since the last reset"
-            if records["dropped"]
-            else "no test record dropped",
-        ),
+        judge_records(records["dropped"], presence, window.start, now),
     ]
     if status.mode is not MaintenanceMode.TEST and window.end is None:
         verdicts.append(

@@ -10,12 +10,16 @@ from datetime import datetime
 
 import click
 
-from ..cli import cli_errors, get_guard, main
+from ..cli import cli_errors, default_actor, get_guard, main
 from ..deferred import DeferredQueue
-from ..inflight import InflightJob, InflightRegistry, drain
+from ..drain import DRAIN_POLICIES, drain
+from ..errors import InvalidInput
+from ..inflight import InflightJob, InflightRegistry
 from ..inputs import format_duration
+from .emergency import APP_HELP, load_celery_app
 
 EXIT_DRAIN_TIMEOUT = 1
+EXIT_DRAINED_WITH_LOSSES = 4
 
 
 def _job_line(job: InflightJob, now: float) -> str:
@@ -67,16 +71,39 @@ def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float) ->
     multiple=True,
     help="Wait only for jobs of this operation (repeatable).",
 )
+@click.option(
+    "--queued",
+    type=click.Choice(DRAIN_POLICIES),
+    default="hold",
+    show_default=True,
+    help="Blocked messages published before maintenance: hold them back (they run after "
+    "it) or wait for them to run (needs --app).",
+)
+@click.option("--app", "app_spec", envvar="MAINTENANCE_GUARD_CELERY_APP", help=APP_HELP)
+@click.option("--by", default=default_actor, help="Who drains (default: your login name).")
 @click.pass_context
 @cli_errors
-def drain_command(ctx: click.Context, timeout: float, operations: tuple[str, ...]) -> None:
-    """Wait until no job is in flight, with a progress bar; exit 1 on timeout."""
+def drain_command(
+    ctx: click.Context,
+    timeout: float,
+    operations: tuple[str, ...],
+    queued: str,
+    app_spec: str | None,
+    by: str,
+) -> None:
+    """Wait until no blocked job runs and none can start, with a progress bar.
+
+    Exit 0 when drained, 1 on timeout, 4 when drained but a job's worker died under it.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     guard = get_guard(ctx)
     for op in operations:
         guard.catalog.require(op)
+    app = load_celery_app(app_spec)
+    if queued == "wait" and app is None:
+        raise InvalidInput("--queued wait needs the Celery app (--app module:attribute)")
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]draining[/bold]"),
@@ -104,16 +131,38 @@ def drain_command(ctx: click.Context, timeout: float, operations: tuple[str, ...
                 bar, total=total, completed=total - len(rows), left=len(rows), oldest=oldest
             )
 
-        result = drain(guard, timeout, list(operations) or None, progress=show)
-    if result.drained:
-        click.echo(f"Drained: no jobs in flight (waited {result.elapsed:.1f}s).")
-        return
+        result = drain(
+            guard,
+            timeout,
+            list(operations) or None,
+            queued=queued,
+            celery_app=app,
+            by=by,
+            progress=show,
+        )
     now = time.time()
+    if result.held:
+        click.echo("Held back: blocked work published before maintenance runs after it.")
+    for job in result.lost:
+        click.echo(
+            f"Lost: {job.id}  {job.name} on {job.worker}: its worker died while it ran "
+            "(it did not finish)",
+            err=True,
+        )
+    if result.drained:
+        click.echo(f"Drained: no blocked job runs or can start (waited {result.elapsed:.1f}s).")
+        if result.lost:
+            sys.exit(EXIT_DRAINED_WITH_LOSSES)
+        return
     click.echo(
         f"Timed out after {result.elapsed:.1f}s; {len(result.remaining)} job(s) still running:"
     )
     for job in result.remaining:
         click.echo(_job_line(job, now))
+    if result.waiting:
+        click.echo(f"{result.waiting} queued or reserved message(s) still to start.")
+    if result.behind:
+        click.echo(f"Processes that had not seen the hold: {', '.join(result.behind)}")
     sys.exit(EXIT_DRAIN_TIMEOUT)
 
 

@@ -177,7 +177,7 @@ def test_multiprocess_mode_merges_worker_observations_into_the_web_scrape(
 def test_drain_observes_its_duration_in_the_histogram(
     make_guard: Callable[..., MaintenanceGuard],
 ) -> None:
-    from maintenance_guard.inflight import drain
+    from maintenance_guard.drain import drain
 
     guard = make_guard()
     registry = instrument(guard)

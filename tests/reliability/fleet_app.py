@@ -60,9 +60,11 @@ def make_fleet_app(
     prefetch: int = 1,
     acks_late: bool = False,
     poll: float = 0.2,
+    heartbeat: tuple[float, float] = (5.0, 30.0),
     guard: MaintenanceGuard | None = None,
 ) -> Celery:
-    """The app, with the guard installed (``guard``, else one from the app's config)."""
+    """The app, with the guard installed (``guard``, else one from the app's config).
+    ``heartbeat`` is the in-flight heartbeat (interval, timeout)."""
     app = Celery(f"fleet-{queue}", set_as_current=False)
     app.conf.update(
         broker_url=broker,
@@ -81,6 +83,8 @@ def make_fleet_app(
         maintenance_guard_redis_url=state_url,
         maintenance_guard_key_prefix=prefix,
         maintenance_guard_poll_interval=poll,
+        maintenance_guard_heartbeat_interval=heartbeat[0],
+        maintenance_guard_heartbeat_timeout=heartbeat[1],
         maintenance_guard_task_operations={"fleet.short": "job_creation", "fleet.read": "read"},
     )
     client = redis.Redis.from_url(runs_url, decode_responses=True)
