@@ -48,8 +48,11 @@ def open_page(browser: Any, url: str, login: str | None = None) -> Any:
 
 
 def test_hostile_reason_pushed_over_the_stream_is_shown_as_text_and_never_runs(
-    browser: Any, server: LiveServer
+    server: LiveServer, browser: Any
 ) -> None:
+    # The server first, the browser second: the browser closes first, so no page keeps
+    # polling through a kept-alive connection (which outlives the server's shutdown)
+    # and makes the stopped guard write its state back after the test's cleanup.
     status_page = open_page(browser, server.url)
     dashboard = open_page(browser, server.url, login="admin")
     operator = Browser(server.url)
