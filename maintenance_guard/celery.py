@@ -115,6 +115,7 @@ class Installation:
         parked = self.deferred.park(entry)
         self.parked_here.append(entry.id)
         self.known_deferred += 1
+        self.deferred_marker = self.deferred.last_marker
         return parked
 
     def sweep_deferred(self) -> None:
@@ -123,7 +124,8 @@ class Installation:
         if os.getpid() != self.sweeper_pid:
             return
         check = self.deferred.check()
-        if check.marker != self.deferred_marker and self.known_deferred > check.pending:
+        lost = check.marker != self.deferred_marker and self.deferred_marker is not None
+        if lost and self.known_deferred > check.pending:
             self._report_lost_deferrals(check.marker)
         self.deferred_marker = check.marker
         self.known_deferred = check.pending
@@ -409,7 +411,11 @@ def _patch_send_task(app: Celery, inst: Installation) -> None:
     @functools.wraps(original)
     def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         policy = options.pop("on_maintenance", None)
-        if inst.uncertain and options.get("task_id") in inst.uncertain:
+        if (
+            inst.uncertain
+            and options.get("task_id") in inst.uncertain
+            and not getattr(_local, "replaying", False)
+        ):
             earlier = _resolve_resubmission(inst, options["task_id"], options)
             if earlier is not None:
                 return earlier
@@ -527,6 +533,7 @@ def _defer_call(
     )
     try:
         parked = _park_with_retry(inst, entry)
+        inst.uncertain.pop(task_id, None)  # confirmed now
     except StoreUnavailable as exc:
         if not _write_may_have_landed(exc):
             logger.warning("cannot defer %s, refusing instead: %s", name, exc)

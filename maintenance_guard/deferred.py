@@ -37,7 +37,7 @@ SENT_RETENTION = 86_400.0  # seconds a replayed id is remembered (a later park i
 
 # KEYS: order list, entries hash, replaying hash, owners hash, sent zset, queues hash,
 # marker. ARGV: id, raw entry, queue name, a new marker.
-# 1 = parked now, 0 = already parked, replaying or sent.
+# The queue's marker when parked now, 0 when already parked, replaying or sent.
 _PARK_LUA = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1
    or redis.call('ZSCORE', KEYS[5], ARGV[1]) then
@@ -47,7 +47,7 @@ redis.call('HSETNX', KEYS[6], ARGV[3], '{}')
 redis.call('SETNX', KEYS[7], ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[1], ARGV[1])
-return 1
+return redis.call('GET', KEYS[7])
 """
 
 # KEYS: order list, entries hash, replaying hash, owners hash, lock.
@@ -210,6 +210,9 @@ class DeferredQueue:
         self.sent_key = store.key(f"{base}:sent")
         self.lock_key = store.key(f"{base}:lock")
         self.marker_key = store.key(f"{base}:marker")
+        # The marker the last `park` or `check` saw (a store that lost the queue has
+        # another one, or none).
+        self.last_marker: str | None = None
         self._park = self.redis.register_script(_PARK_LUA)
         self._claim = self.redis.register_script(_CLAIM_LUA)
         self._confirm = self.redis.register_script(_CONFIRM_LUA)
@@ -238,7 +241,10 @@ class DeferredQueue:
                 keys=[*self._keys(), self.apps_key, self.marker_key],
                 args=[entry.id, entry.to_json(), self.app, uuid.uuid4().hex[:12]],
             )
-        return bool(parked)
+        if isinstance(parked, str):
+            self.last_marker = parked
+            return True
+        return False
 
     def state_of(self, entry_id: str) -> str | None:
         """``"parked"``, ``"replaying"``, ``"sent"`` or None (unknown id)."""
@@ -263,7 +269,8 @@ class DeferredQueue:
             pipe.llen(self.order_key)
             pipe.get(self.marker_key)
             pending, marker = pipe.execute()
-        return QueueCheck(int(pending), cast("str | None", marker))
+        self.last_marker = cast("str | None", marker)
+        return QueueCheck(int(pending), self.last_marker)
 
     def replay(
         self,

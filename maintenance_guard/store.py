@@ -18,7 +18,10 @@ from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from .errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
 from .events import TEST_KINDS, log_audit_event
@@ -220,6 +223,10 @@ def connect(url: str, **options: Any) -> redis.Redis[Any]:
     options.setdefault("socket_timeout", 2.0)
     options.setdefault("socket_connect_timeout", 2.0)
     options.setdefault("health_check_interval", 15)
+    # redis-py retries a timed-out command three times with backoff by default: against
+    # a hung Redis one call then takes ~26 s, not socket_timeout. Retry once, and only
+    # on a broken connection (a timed-out write may still land: the caller decides).
+    options.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     try:
         if url.startswith("redis+sentinel://"):
             return _connect_sentinel(url, options)

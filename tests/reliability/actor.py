@@ -10,6 +10,9 @@ Roles:
   sees never go backwards and reports ``{"backwards": [...]}`` before ``done``.
 - ``replayer BROKER QUEUE``: a guarded producer that replays deferred work when it sees
   maintenance end; prints ``ready <version>``.
+- ``fleet CONF_JSON``: a guarded producer process of `tests.reliability.fleet_app`
+  (replays deferred work when maintenance ends, or when its sweep finds some waiting);
+  prints ``ready``, runs until killed.
 - ``watch POLL [SKEW]``: start the watcher (its clock ``SKEW`` seconds ahead of the real
   one), print ``ready <version>``, then ``seen <version> <mode> <blocked> <at>`` whenever
   the state this process sees (history and version) or its verdict changes (blocked =
@@ -103,9 +106,20 @@ def replayer(url: str, prefix: str, broker: str, queue: str) -> None:
     sys.stdin.readline()  # runs until the test closes stdin or kills it
 
 
+def fleet(conf_json: str) -> None:
+    from tests.reliability.fleet_app import make_fleet_app
+
+    app = make_fleet_app(**json.loads(conf_json))
+    app._maintenance_guard.guard.start()
+    emit("ready")
+    sys.stdin.readline()  # runs until the test closes stdin or kills it
+
+
 def main() -> None:
     role, url, prefix, *rest = sys.argv[1:]
-    if role == "storm":
+    if role == "fleet":
+        fleet(rest[0])
+    elif role == "storm":
         storm(url, prefix, int(rest[0]), int(rest[1]))
     elif role == "replayer":
         replayer(url, prefix, rest[0], rest[1])
