@@ -214,7 +214,7 @@ def judge_records(
     presence: Mapping[str, Mapping[str, Any]],
     window_start: float,
     now: float,
-    stale_after: float = 10.0,
+    stale_after: float = 2.0,
 ) -> Verdict:
     """Are the recorded attempts complete? Fails when records were dropped (a full
     buffer); incomplete when a guard process alive during the window stopped without a
@@ -228,7 +228,7 @@ def judge_records(
         interval = _as_float(record.get("poll_interval")) or 1.0
         if record.get("exited") or seen_at is None or seen_at < window_start:
             continue
-        if now - seen_at > max(stale_after, 5 * interval):
+        if now - seen_at > max(stale_after, 3 * interval):  # missed three polls: gone
             crashed.append(f"{member} (recorded {record.get('recorded', '?')})")
     if crashed:
         return Verdict(
