@@ -32,7 +32,9 @@ if GUARDED:
     from maintenance_guard import MaintenanceGuard
     from maintenance_guard.celery import GuardedTask, install
 
-    guard = MaintenanceGuard.from_url(redis_url(), key_prefix=PREFIX)
+    # MGBENCH_STATE_URL: the guard's state on another Redis (bench_hung_state stops it).
+    state_url = os.environ.get("MGBENCH_STATE_URL") or redis_url()
+    guard = MaintenanceGuard.from_url(state_url, key_prefix=PREFIX)
     install(app, guard)
     task_options.update(base=GuardedTask, operation="caption_generation")
 
