@@ -198,3 +198,23 @@ def test_a_hung_state_redis_does_not_stall_the_worker(
         os.kill(private_redis.process.pid, signal.SIGCONT)
     # Once Redis answers, the bookkeeping catches up: nothing is left in flight.
     wait_for(lambda: registry.jobs() == [], 15)
+
+
+def test_drain_wait_lets_queued_blocked_work_run_and_returns_after_all_of_it(
+    fleet: Fleet,
+    conf: dict[str, Any],
+    guard: MaintenanceGuard,
+    redis_client: redis.Redis,
+) -> None:
+    app = fleet.producer(**conf)
+    tokens = [f"w{i:03d}" for i in range(60)]
+    for token in tokens:  # published before maintenance
+        send(app, SHORT, token, seconds=0.03)
+    fleet.worker("fleet-drain-wait", concurrency=2, **conf)
+    wait_for(lambda: len(started(redis_client, conf["prefix"])) >= 5, 30)
+    guard.enable("normal", reason="migration", by="ops")
+
+    result = guard.drain(timeout=60, queued="wait", celery_app=app)
+    assert result.drained and not result.held, result
+    # Nothing was left to start: every job queued before maintenance has run.
+    assert sorted(finished(redis_client, conf["prefix"])) == tokens
