@@ -21,6 +21,14 @@ SUITE_KEY_PATTERNS = ("*mgtest-*", "*mgq-*", "*mg-rel-*")
 
 # Queue names declared on the shared RabbitMQ during this session (checked at the end).
 amqp_names: set[str] = set()
+# Which test each key prefix belonged to, so a leftover key names its test.
+prefix_owners: dict[str, str] = {}
+
+
+def owner_of(key: str) -> str:
+    """The test whose prefix ``key`` names ("" if none)."""
+    return next((test for prefix, test in prefix_owners.items() if prefix in key), "")
+
 
 # Threads of the package that keep writing a prefix's keys on their own: a guard's watcher
 # (presence records, counters) and an emergency finishing in the background (its report).

@@ -29,6 +29,8 @@ from tests.cleanup import (
     delete_prefix,
     leftover_amqp,
     leftover_keys,
+    owner_of,
+    prefix_owners,
 )
 from tests.helpers import free_port, wait_for
 
@@ -108,9 +110,10 @@ def _fail_on_leftovers(url: str, *, private: bool) -> None:
         client.close()
     if keys or queues:
         where = "the suite's private Redis" if private else f"{url} (suite patterns)"
+        named = [f"{key} ({owner_of(key) or 'no test prefix'})" for key in keys[:30]]
         raise AssertionError(
             f"the tests left {len(keys)} key(s) on {where} and {len(queues)} RabbitMQ "
-            f"queue(s)/exchange(s): {keys[:30] + queues[:30]}"
+            f"queue(s)/exchange(s): {named + queues[:30]}"
         )
 
 
@@ -163,10 +166,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def key_prefix(redis_url: str, cleanup_after_test: list[Callable[[], None]]) -> str:
+def key_prefix(
+    request: pytest.FixtureRequest, redis_url: str, cleanup_after_test: list[Callable[[], None]]
+) -> str:
     """A key prefix unique to this test; its keys are deleted after the test (after its
     in-process guards on the prefix were stopped)."""
     prefix = f"mgtest-{uuid.uuid4().hex[:12]}"
+    prefix_owners[prefix] = request.node.nodeid
     cleanup_after_test.append(lambda: delete_prefix(redis_url, prefix))
     return prefix
 
