@@ -12,13 +12,14 @@ from typing import Any
 
 def broker_of(app: Any) -> str:
     """The app's broker address with the password masked (``amqp://guest:**@host//``)."""
+    from .urls import mask_url
+
     conf = app.conf
     url = conf.broker_write_url or conf.broker_url
     try:
-        return str(app.connection_for_write(url).as_uri())
+        return mask_url(str(app.connection_for_write(url).as_uri()))
     except Exception:  # an unusual transport: fall back on the configured text
-        text = str(url or "memory://")
-        return text.split("@", 1)[-1] if "@" in text else text
+        return mask_url(str(url or "memory://"))
 
 
 def broker_key(broker: str) -> str:

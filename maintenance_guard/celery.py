@@ -754,7 +754,12 @@ class GuardedTask(Task):  # type: ignore[misc]
 
 
 def worker_verdict(
-    inst: Installation, name: str, headers: dict[str, Any], *, dry_run: bool = False
+    inst: Installation,
+    name: str,
+    headers: dict[str, Any],
+    *,
+    dry_run: bool = False,
+    again: bool = False,
 ) -> str:
     """``"run"``, ``"defer"`` or ``"reject"`` for a message the worker received, or is
     about to start, now.
@@ -764,7 +769,8 @@ def worker_verdict(
     without the stamp was published by a producer without the guard at an unknown time
     and is not run while its operation is blocked. Emergency mode runs no blocked
     message. A message an admin submitted (signed stamp) runs. ``dry_run`` decides
-    without counting or recording the attempt.
+    without counting or recording the attempt; ``again`` (the check before a reserved
+    message starts) does not count an admin's message a second time.
     """
     guard = inst.guard
     status = guard.current()
@@ -775,7 +781,7 @@ def worker_verdict(
     if stamp and inst.signer.verify(
         stamp, name, headers.get("id"), headers.get(HEADER_PUBLISHED_AT)
     ):
-        if not dry_run:
+        if not dry_run and not again:
             guard.note_admin_attempt("worker", operation)
         return "run"  # an admin's submission (signed at publish: admin_signature.py)
     running_work = headers.get(HEADER_RUNNING_WORK) == "1"
@@ -875,7 +881,9 @@ def _hold_back(
     return reject(False)
 
 
-def _safe_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> str:
+def _safe_verdict(
+    inst: Installation, name: str, headers: dict[str, Any], *, again: bool = False
+) -> str:
     try:
         if worker_verdict(inst, name, headers, dry_run=True) != "run":
             # Holding back costs Redis writes anyway: first make sure the verdict is not
@@ -883,7 +891,7 @@ def _safe_verdict(inst: Installation, name: str, headers: dict[str, Any]) -> str
             # this worker's notification arrives; parking its message again would run it
             # out of order).
             inst.guard.refresh()
-        return worker_verdict(inst, name, headers)
+        return worker_verdict(inst, name, headers, again=again)
     except Exception:  # the guard must never take the worker down
         logger.exception("maintenance re-check failed for %s; running it", name)
         return "run"
@@ -994,7 +1002,7 @@ def _refuse_start(inst: Installation, task: Any, task_id: str, args: Any, kwargs
     request = task.request
     headers = dict(getattr(request, "headers", None) or {})
     headers["id"] = task_id
-    verdict = _safe_verdict(inst, task.name, headers)
+    verdict = _safe_verdict(inst, task.name, headers, again=True)
     if verdict == "run":
         return
     acks_late = bool(getattr(request, "acks_late", None) or task.acks_late)

@@ -151,7 +151,11 @@ class SessionInvalidator:
         try:
             client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
         except ValueError as exc:
-            raise InvalidInput(f"not a usable Redis URL {url!r}: {exc}") from None
+            from .urls import mask_url, redact
+
+            raise InvalidInput(
+                f"not a usable Redis URL {mask_url(url)!r}: {redact(str(exc), url)}"
+            ) from None
         return cls(client, key_prefix, **options)
 
     @staticmethod

@@ -252,7 +252,14 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> redis.Redis[Any]:
     db = int(path[1]) if len(path) > 1 else 0
     query = parse_qs(parsed.query)
     password = parsed.password or next(iter(query.get("password", [])), None)
-    sentinel = Sentinel(hosts, socket_timeout=options["socket_timeout"])
+    sentinel = Sentinel(
+        hosts,
+        sentinel_kwargs={
+            "socket_timeout": options["socket_timeout"],
+            "socket_connect_timeout": options["socket_connect_timeout"],
+            "retry": options["retry"],
+        },
+    )
     return cast(
         "redis.Redis[Any]",
         sentinel.master_for(path[0], db=db, password=password, **options),

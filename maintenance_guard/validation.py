@@ -27,6 +27,7 @@ from .events import DROPPED_FIELD, AttemptRecord, total_counts
 from .modes import MaintenanceMode
 from .status import MaintenanceStatus, iso_utc
 from .store import AuditEvent, PollResult, StateStamp
+from .urls import mask_url, redact
 
 if TYPE_CHECKING:
     from .guard import MaintenanceGuard
@@ -288,23 +289,25 @@ def check_status_api(url: str | None, status: MaintenanceStatus, timeout: float 
     """GET the status API at ``url`` and check it reports the current mode."""
     if not url:
         return Verdict("status_api_answered", UNKNOWN, "not checked: give --status-url")
+    shown = mask_url(url)  # the URL may carry user:password@
     if not url.startswith(("http://", "https://")):
-        raise InvalidInput(f"status URL must be http(s), not {url!r}")
+        raise InvalidInput(f"status URL must be http(s), not {shown!r}")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
             code = response.status
             body = json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
-        return Verdict("status_api_answered", FAIL, f"{url} answered HTTP {exc.code}")
+        return Verdict("status_api_answered", FAIL, f"{shown} answered HTTP {exc.code}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        return Verdict("status_api_answered", FAIL, f"{url} did not answer: {exc}")
+        reason = redact(str(exc), url)
+        return Verdict("status_api_answered", FAIL, f"{shown} did not answer: {reason}")
     expected = status.mode.value if status.mode else None
     if not isinstance(body, dict) or body.get("mode") != expected:
         got = body.get("mode") if isinstance(body, dict) else body
         return Verdict(
-            "status_api_answered", FAIL, f"{url} answered mode {got!r}, expected {expected!r}"
+            "status_api_answered", FAIL, f"{shown} answered mode {got!r}, expected {expected!r}"
         )
-    return Verdict("status_api_answered", PASS, f"{url} answered {code} with mode {expected!r}")
+    return Verdict("status_api_answered", PASS, f"{shown} answered {code} with mode {expected!r}")
 
 
 # ---------------------------------------------------------------- in-flight jobs
@@ -681,7 +684,7 @@ def build_test_report(
     if latency_calls and not 100 <= latency_calls <= 1_000_000:
         raise InvalidInput("latency calls must be 0 (skip) or between 100 and 1000000")
     if status_url is not None and not status_url.startswith(("http://", "https://")):
-        raise InvalidInput(f"status URL must be http(s), not {status_url!r}")
+        raise InvalidInput(f"status URL must be http(s), not {mask_url(status_url)!r}")
     store = _redis_store(guard)
     guard.flush()
     status = guard.refresh(raise_errors=True)

@@ -58,7 +58,8 @@ def _badge(page: Any) -> str:
 
 
 def test_admin_switches_maintenance_on_and_off_while_status_page_follows_live(
-    browser: Any, server: LiveServer
+    server: LiveServer,
+    browser: Any,  # the browser closes first: no poll after the server
 ) -> None:
     watcher = _status_page(browser, server.url)
     assert _badge(watcher) == "All systems operational"
@@ -100,7 +101,8 @@ def test_admin_switches_maintenance_on_and_off_while_status_page_follows_live(
 
 
 def test_blocked_page_shows_the_escaped_reason_and_what_is_still_possible(
-    browser: Any, server: LiveServer
+    server: LiveServer,
+    browser: Any,  # the browser closes first: no poll after the server
 ) -> None:
     admin = _admin_dashboard(browser, server.url)
     admin.fill("#mg-reason", XSS_REASON)
@@ -121,7 +123,8 @@ def test_blocked_page_shows_the_escaped_reason_and_what_is_still_possible(
 
 
 def test_emergency_from_the_dashboard_reaches_the_status_page_and_bad_input_is_shown(
-    browser: Any, server: LiveServer
+    server: LiveServer,
+    browser: Any,  # the browser closes first: no poll after the server
 ) -> None:
     watcher = _status_page(browser, server.url)
     admin = _admin_dashboard(browser, server.url)

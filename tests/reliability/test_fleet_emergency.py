@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ import redis
 from maintenance_guard import MaintenanceGuard, MaintenanceMode
 from maintenance_guard.deferred import DeferredQueue
 from maintenance_guard.emergency import EmergencyInProgress, EmergencyRecords
+from tests.cleanup import delete_prefix, prefix_owners
 from tests.helpers import wait_for
 from tests.integration.celery_support import Broker, new_queue, redis_broker
 from tests.reliability.fleet_app import (
@@ -51,14 +52,14 @@ def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any
 
 
 @pytest.fixture
-def second_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """Another app's key prefix; its keys are deleted after the fleet (listed after it)
-    has stopped."""
+def second_prefix(
+    request: pytest.FixtureRequest, redis_url: str, cleanup_after_test: list[Callable[[], None]]
+) -> str:
+    """Another app's key prefix, cleaned up like the test's own (after every process)."""
     prefix = f"mgtest-b-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=f"{{{prefix}}}:*"))
-    if keys:
-        redis_client.delete(*keys)
+    prefix_owners[prefix] = request.node.nodeid
+    cleanup_after_test.append(lambda: delete_prefix(redis_url, prefix))
+    return prefix
 
 
 def test_an_emergency_pauses_and_terminates_only_the_workers_of_its_own_app(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import http.client as httpclient
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -56,6 +58,8 @@ def gunicorn_url(cli_env: dict[str, str]) -> Iterator[str]:
             "32",
             "--backlog",
             "2048",
+            "--graceful-timeout",
+            "2",
             "--bind",
             f"127.0.0.1:{port}",
             "tests.e2e.flask_support:gunicorn_app()",
@@ -79,12 +83,18 @@ def gunicorn_url(cli_env: dict[str, str]) -> Iterator[str]:
         wait_for(up, timeout=60, interval=0.1)
         yield url
     finally:
-        proc.terminate()
+        # The whole process group: a worker that outlived its master would keep writing
+        # to the test's keys after they are cleaned up.
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
 
 
 @pytest.mark.slow
