@@ -9,6 +9,7 @@ time, restores a state that Redis lost, and flushes attempt counters.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import socket
@@ -52,6 +53,10 @@ StateCheck = Callable[[MaintenanceStatus | None], None]
 
 # A clock reading whose round trip took longer than this is too uncertain to correct by.
 MAX_CLOCK_SAMPLE_RTT = 0.25
+# Clocks that agree within a reading's uncertainty plus this are taken as equal (on one
+# machine they are): correcting by noise would move publish stamps across `enable`.
+CLOCK_TOLERANCE = 0.002
+CLOCK_SAMPLES = 8
 
 # Set while the current request/task acts for an admin (see `MaintenanceGuard.admin_bypass`).
 _ADMIN_SCOPE: ContextVar[bool] = ContextVar("maintenance_guard_admin_scope", default=False)
@@ -121,6 +126,9 @@ class MaintenanceGuard:
         self._periodic: list[list[Any]] = []
         # Seconds to add to ``clock`` to read Redis' clock (measured at every poll).
         self._clock_offset = 0.0
+        self._clock_samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=CLOCK_SAMPLES
+        )
         # Set by `install` (Celery) and `emergency.configure_sessions`; used by `emergency`.
         self.celery_app: Any = None
         self.session_invalidator: Any = None
@@ -784,8 +792,7 @@ class MaintenanceGuard:
             self._note_store_error(exc)
             return
         received = self._clock()
-        if received - sent <= MAX_CLOCK_SAMPLE_RTT:
-            self._clock_offset = result.server_time - (sent + received) / 2
+        self._correct_clock(sent, received, result.server_time)
         snap = self._snapshot
         if result.stamp is None:
             if snap.known and snap.status.is_active:
@@ -794,6 +801,16 @@ class MaintenanceGuard:
                 self.refresh()  # never read, or the store restarted empty
         elif result.stamp != snap.stamp or not snap.known:
             self.refresh()
+
+    def _correct_clock(self, sent: float, received: float, server_time: float) -> None:
+        """Offset to Redis' clock from the reading with the shortest round trip among the
+        last few (its error is at most half that round trip); none within that error."""
+        rtt = received - sent
+        if rtt > MAX_CLOCK_SAMPLE_RTT:
+            return
+        self._clock_samples.append((rtt, server_time - (sent + received) / 2))
+        best_rtt, offset = min(self._clock_samples)
+        self._clock_offset = 0.0 if abs(offset) <= best_rtt / 2 + CLOCK_TOLERANCE else offset
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
