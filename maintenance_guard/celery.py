@@ -248,7 +248,6 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
     for task in list(app._tasks.values()) if hasattr(app, "_tasks") else []:
         _validate_task(guard, task)
     app._maintenance_guard = inst
-    guard.celery_app = app  # emergency mode drives this app's workers
     _patch_send_task(app, inst)
     _patch_canvas()
     _connect_signals(inst)

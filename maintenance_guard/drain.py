@@ -91,7 +91,9 @@ def drain(
         if isinstance(operations, str):
             raise InvalidInput("operations must be a list of operation names")
         wanted = frozenset(guard.catalog.require(op) for op in operations)
-    app = celery_app if celery_app is not None else guard.celery_app
+    from .emergency import setup_of
+
+    app = celery_app if celery_app is not None else setup_of(guard).celery_app
     if queued == "wait" and app is None:
         raise InvalidInput("drain with queued='wait' needs the Celery app (--app module:attr)")
     registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ __all__ = [
     "EmergencyInProgress",
     "EmergencyOverview",
     "EmergencyRun",
+    "EmergencySetup",
     "EmergencyRecords",
     "EmergencyReport",
     "QueueSpec",
@@ -60,6 +62,7 @@ __all__ = [
     "recover",
     "render_report_text",
     "run_emergency",
+    "setup_of",
     "validate_emergency_args",
 ]
 
@@ -183,14 +186,35 @@ def validate_emergency_args(
     return clean, grace, kill, clean_actor(by)
 
 
+@dataclass
+class EmergencySetup:
+    """What the emergencies of one guard drive: the Celery app whose workers are paused
+    and revoked, and the sessions invalidated. Set by the adapters (`install`,
+    `FlaskMaintenance`) or by `configure_celery`/`configure_sessions`."""
+
+    celery_app: Any = None
+    sessions: SessionInvalidator | None = None
+
+
+_SETUPS: weakref.WeakKeyDictionary[MaintenanceGuard, EmergencySetup] = weakref.WeakKeyDictionary()
+
+
+def setup_of(guard: MaintenanceGuard) -> EmergencySetup:
+    """The `EmergencySetup` of ``guard`` (empty until configured)."""
+    found = _SETUPS.get(guard)
+    if found is None:
+        found = _SETUPS[guard] = EmergencySetup()
+    return found
+
+
 def configure_sessions(guard: MaintenanceGuard, invalidator: SessionInvalidator | None) -> None:
     """Make every emergency of ``guard`` invalidate the non-admin sessions of ``invalidator``."""
-    guard.session_invalidator = invalidator
+    setup_of(guard).sessions = invalidator
 
 
 def configure_celery(guard: MaintenanceGuard, app: Any) -> None:
     """Make every emergency (and deactivation) of ``guard`` drive the workers of ``app``."""
-    guard.celery_app = app
+    setup_of(guard).celery_app = app
 
 
 def run_emergency(
@@ -222,8 +246,9 @@ def run_emergency(
     if sessions is True:
         raise InvalidInput("sessions must be a SessionInvalidator, None or False")
     records = EmergencyRecords(guard.store)
-    app = celery_app if celery_app is not None else guard.celery_app
-    invalidator = guard.session_invalidator if sessions is None else sessions or None
+    setup = setup_of(guard)
+    app = celery_app if celery_app is not None else setup.celery_app
+    invalidator = setup.sessions if sessions is None else sessions or None
     report = EmergencyReport(
         id=uuid.uuid4().hex[:12],
         reason=clean,
@@ -863,7 +888,7 @@ def recover(
     guard.refresh(raise_errors=True)
     if guard.current().is_active:
         raise InvalidInput("maintenance is still on; disable it before recovering jobs")
-    app = celery_app if celery_app is not None else guard.celery_app
+    app = celery_app if celery_app is not None else setup_of(guard).celery_app
     if app is None:
         raise InvalidInput("recover needs the Celery app (--app module:attribute)")
     records = EmergencyRecords(guard.store)

@@ -26,7 +26,7 @@ from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
 from .drain import CMD_RESERVED
-from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING
+from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING, configure_celery
 from .emergency_records import EmergencyRecords, QueueSpec, json_safe
 from .errors import StoreUnavailable
 from .guard import MaintenanceGuard
@@ -295,7 +295,7 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
     if getattr(app, "_mg_emergency_hooks", False):
         return
     app._mg_emergency_hooks = True
-    guard.celery_app = app
+    configure_celery(guard, app)  # emergencies of this guard drive this app's workers
     records = EmergencyRecords(guard.store)
     app._mg_emergency = (guard, records)
     app.steps["consumer"].add(EmergencyPauseStep)

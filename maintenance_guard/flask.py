@@ -153,18 +153,18 @@ class FlaskMaintenance:
             self.config["EXEMPT_ENDPOINTS"] = (*exempt, endpoint)  # scrapes never refused
 
     def _configure_sessions(self, app: Flask) -> None:
+        from .emergency import configure_sessions, setup_of
+        from .sessions import SessionInvalidator, admin_predicate
+
         guard = self.active_guard
         client = app.config.get("SESSION_REDIS")
         if (
-            guard.session_invalidator is not None
+            setup_of(guard).sessions is not None
             or not self.config["INVALIDATE_SESSIONS"]
             or app.config.get("SESSION_TYPE") != "redis"
             or client is None
         ):
             return
-        from .emergency import configure_sessions
-        from .sessions import SessionInvalidator, admin_predicate
-
         prefix = app.config.get("SESSION_KEY_PREFIX") or "session:"
         predicate = admin_predicate(self.config["SESSION_ADMIN_KEY"] or None)
         configure_sessions(guard, SessionInvalidator(client, prefix, predicate))

@@ -129,9 +129,6 @@ class MaintenanceGuard:
         self._clock_samples: collections.deque[tuple[float, float]] = collections.deque(
             maxlen=CLOCK_SAMPLES
         )
-        # Set by `install` (Celery) and `emergency.configure_sessions`; used by `emergency`.
-        self.celery_app: Any = None
-        self.session_invalidator: Any = None
         self.store_errors = 0
         self._last_error_log = 0.0
         self._reset_process_state()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .guard import MaintenanceGuard
 
 logger = logging.getLogger("maintenance_guard")
+# Guards whose state changes are already counted (instrument may be called twice).
+_LISTENING: weakref.WeakSet[MaintenanceGuard] = weakref.WeakSet()
 
 _DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
@@ -230,9 +233,9 @@ def instrument(
             except ValueError:  # already there (e.g. a second guard on REGISTRY)
                 pass
     registry.register(GuardCollector(guard))
-    if not getattr(guard, "_metrics_listener", False):
+    if guard not in _LISTENING:
         guard.add_listener(note_state_change)
-        guard._metrics_listener = True  # type: ignore[attr-defined]
+        _LISTENING.add(guard)
     return registry
 
 
