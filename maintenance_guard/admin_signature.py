@@ -17,19 +17,22 @@ import threading
 from typing import cast
 
 from .errors import StoreUnavailable
-from .store import RedisStore
+from .records import RedisRecords
+from .store import StateStore
 
 
-class AdminSigner:
+class AdminSigner(RedisRecords):
     """Signs and verifies admin stamps with the fleet's secret (read once, then cached).
 
     Raises `StoreUnavailable` from `sign` when the secret is not known yet and Redis
     cannot be read; `verify` answers False then.
     """
 
-    def __init__(self, store: RedisStore) -> None:
-        self.store = store
-        self.key = store.key("admin_secret")
+    what = "admin stamps"
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store)
+        self.secret_key = self.key("admin_secret")
         self._secret: bytes | None = None
         self._lock = threading.Lock()
 
@@ -53,10 +56,10 @@ class AdminSigner:
             return self._secret
         with self._lock:
             if self._secret is None:
-                redis = self.store.redis
-                with self.store._errors("read the admin signing secret"):
-                    redis.set(self.key, secrets.token_hex(32), nx=True)
-                    value = cast("str | None", redis.get(self.key))
+                redis = self.redis
+                with self.errors("read the admin signing secret"):
+                    redis.set(self.secret_key, secrets.token_hex(32), nx=True)
+                    value = cast("str | None", redis.get(self.secret_key))
                 if value is None:
                     raise StoreUnavailable("the admin signing secret vanished")
                 self._secret = value.encode()

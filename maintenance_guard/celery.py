@@ -142,11 +142,8 @@ class Installation:
             f"; parked by this process: {', '.join(ids[-20:])}" if ids else "",
             extra={"mg_event": "deferred_lost", "mg_lost": lost, "mg_task_ids": ids[-100:]},
         )
-        store = self.deferred.store
-        claim = store.key(f"deferred:{self.deferred.app}:lost:{self.deferred_marker}")
         try:
-            with store._errors("claim the deferred-loss report"):
-                first = store.redis.set(claim, "1", nx=True, ex=86_400)
+            first = self.deferred.claim_loss_report(self.deferred_marker)
             if first:
                 self.guard.store.append_event(
                     event_fields(

@@ -27,7 +27,8 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from .errors import InvalidInput, StoreUnavailable
-from .store import RedisStore, StateStore, dump_json
+from .records import RedisRecords
+from .store import StateStore, dump_json
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -188,28 +189,27 @@ class QueueCheck:
     marker: str | None
 
 
-class DeferredQueue:
+class DeferredQueue(RedisRecords):
     """The parked submissions of one broker (``app``) under one key prefix.
 
     Without ``app`` it is a read-only view over every broker's queue (for listing).
     Raises `StoreUnavailable` on Redis errors.
     """
 
+    what = "deferred submissions"
+
     def __init__(self, store: StateStore, app: str | None = None) -> None:
-        if not isinstance(store, RedisStore):
-            raise InvalidInput("deferred submissions need the Redis state store")
-        self.store = store
-        self.redis = store.redis
+        super().__init__(store)
         self.app = app
-        self.apps_key = store.key("deferred:apps")
+        self.apps_key = self.key("deferred:apps")
         base = f"deferred:{app}" if app else "deferred:-"
-        self.order_key = store.key(f"{base}:order")
-        self.entries_key = store.key(f"{base}:entries")
-        self.replaying_key = store.key(f"{base}:replaying")
-        self.owners_key = store.key(f"{base}:owners")
-        self.sent_key = store.key(f"{base}:sent")
-        self.lock_key = store.key(f"{base}:lock")
-        self.marker_key = store.key(f"{base}:marker")
+        self.order_key = self.key(f"{base}:order")
+        self.entries_key = self.key(f"{base}:entries")
+        self.replaying_key = self.key(f"{base}:replaying")
+        self.owners_key = self.key(f"{base}:owners")
+        self.sent_key = self.key(f"{base}:sent")
+        self.lock_key = self.key(f"{base}:lock")
+        self.marker_key = self.key(f"{base}:marker")
         # The marker the last `park` or `check` saw (a store that lost the queue has
         # another one, or none).
         self.last_marker: str | None = None
@@ -225,7 +225,7 @@ class DeferredQueue:
         """Note this broker's queue (``info``: broker, main, host, pid) and return the
         other brokers' notes under the same prefix."""
         self._need_app()
-        with self._errors("register a deferred queue"):
+        with self.errors("register a deferred queue"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hset(self.apps_key, cast(str, self.app), dump_json(dict(info)))
             pipe.hgetall(self.apps_key)
@@ -236,7 +236,7 @@ class DeferredQueue:
         """Append ``entry`` unless its id is already parked, being replayed, or was
         replayed in the last day. True if this call parked it. Safe to repeat."""
         self._need_app()
-        with self._errors("park a deferred submission"):
+        with self.errors("park a deferred submission"):
             parked = self._park(
                 keys=[*self._keys(), self.apps_key, self.marker_key],
                 args=[entry.id, entry.to_json(), self.app, uuid.uuid4().hex[:12]],
@@ -248,7 +248,7 @@ class DeferredQueue:
 
     def state_of(self, entry_id: str) -> str | None:
         """``"parked"``, ``"replaying"``, ``"sent"`` or None (unknown id)."""
-        with self._errors("look up a deferred submission"):
+        with self.errors("look up a deferred submission"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hexists(self.entries_key, entry_id)
             pipe.hexists(self.replaying_key, entry_id)
@@ -264,7 +264,7 @@ class DeferredQueue:
         """How many entries wait, and the queue's marker (set by the first park; a store
         that restarted empty has none, or a new one)."""
         self._need_app()
-        with self._errors("check deferred submissions"):
+        with self.errors("check deferred submissions"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.llen(self.order_key)
             pipe.get(self.marker_key)
@@ -292,7 +292,7 @@ class DeferredQueue:
                 report.skipped_locked = True
                 return report
             while keep_going():
-                with self._errors("claim a deferred submission"):
+                with self.errors("claim a deferred submission"):
                     raw = self._claim(
                         keys=[*self._keys()[:4], self.lock_key], args=[token, LOCK_TTL_MS]
                     )
@@ -309,11 +309,11 @@ class DeferredQueue:
                         exc,
                         extra={"mg_event": "replay_failed", "mg_task_id": entry.id},
                     )
-                    with self._errors("return a deferred submission"):
+                    with self.errors("return a deferred submission"):
                         self._unclaim(keys=self._keys()[:4], args=[entry.id])
                     break
                 now = time.time()
-                with self._errors("confirm a replayed submission"):
+                with self.errors("confirm a replayed submission"):
                     self._confirm(
                         keys=[self.replaying_key, self.owners_key, self.sent_key],
                         args=[entry.id, repr(now), repr(now - SENT_RETENTION)],
@@ -327,9 +327,17 @@ class DeferredQueue:
                 )
         return report
 
+    def claim_loss_report(self, marker: str | None) -> bool:
+        """True for the first caller reporting that the queue with ``marker`` was lost
+        (so the loss is audited once, whoever notices it)."""
+        self._need_app()
+        with self.errors("claim the deferred-loss report"):
+            claim = self.key(f"deferred:{self.app}:lost:{marker}")
+            return bool(self.redis.set(claim, "1", nx=True, ex=86_400))
+
     def lock_ttl(self) -> float:
         """Seconds until the replay lock expires (0 when nobody holds it)."""
-        with self._errors("read the replay lock"):
+        with self.errors("read the replay lock"):
             ms = int(self.redis.pttl(self.lock_key))
         return max(0.0, ms / 1000)
 
@@ -353,7 +361,7 @@ class DeferredQueue:
                 return None
             stuck = self.replaying()
             for entry in reversed(stuck):
-                with self._errors("requeue a stuck submission"):
+                with self.errors("requeue a stuck submission"):
                     self._unclaim(keys=self._keys()[:4], args=[entry.id])
         for entry in stuck:
             logger.warning(
@@ -370,7 +378,7 @@ class DeferredQueue:
         """The brokers with a queue under this prefix (this one only, for a broker view)."""
         if self.app:
             return [self.app]
-        with self._errors("list deferred queues"):
+        with self.errors("list deferred queues"):
             return sorted(cast(list[str], self.redis.hkeys(self.apps_key)))
 
     def entries(self) -> list[DeferredEntry]:
@@ -378,7 +386,7 @@ class DeferredQueue:
         not listed)."""
         out: list[DeferredEntry] = []
         for queue in self._queues():
-            with queue._errors("list deferred submissions"):
+            with queue.errors("list deferred submissions"):
                 ids = cast(list[str], queue.redis.lrange(queue.order_key, 0, -1))
                 raw = (
                     cast(list[str | None], queue.redis.hmget(queue.entries_key, ids)) if ids else []
@@ -390,7 +398,7 @@ class DeferredQueue:
         """Entries claimed by a replayer and not yet confirmed sent."""
         out: list[DeferredEntry] = []
         for queue in self._queues():
-            with queue._errors("list replaying submissions"):
+            with queue.errors("list replaying submissions"):
                 raw = cast(dict[str, str], queue.redis.hgetall(queue.replaying_key))
             out += [DeferredEntry.from_json(r) for r in raw.values()]
         return sorted(out, key=lambda e: e.deferred_at)
@@ -398,7 +406,7 @@ class DeferredQueue:
     def __len__(self) -> int:
         total = 0
         for queue in self._queues():
-            with queue._errors("count deferred submissions"):
+            with queue.errors("count deferred submissions"):
                 total += int(queue.redis.llen(queue.order_key))
         return total
 
@@ -427,7 +435,7 @@ class DeferredQueue:
     @contextmanager
     def _lock(self) -> Iterator[str | None]:
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
-        with self._errors("take the replay lock"):
+        with self.errors("take the replay lock"):
             got = self.redis.set(self.lock_key, token, nx=True, px=LOCK_TTL_MS)
         if not got:
             yield None
@@ -439,9 +447,6 @@ class DeferredQueue:
                 self._release(keys=[self.lock_key], args=[token])
             except RedisError:
                 pass  # the lock expires by itself
-
-    def _errors(self, what: str) -> Any:
-        return self.store._errors(what)
 
 
 class Replayer:

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-from .errors import InvalidInput
-from .store import RedisStore
+from .records import RedisRecords
+from .store import StateStore
 
 # ---------------------------------------------------------------------------- records
 
@@ -124,34 +124,33 @@ def _pause(raw: str) -> tuple[list[QueueSpec], str]:
     return [QueueSpec(**q) for q in queues if isinstance(q, dict)], str(data.get("token", ""))
 
 
-class EmergencyRecords:
+class EmergencyRecords(RedisRecords):
     """The emergency's Redis records under the guard's key prefix. Raises `StoreUnavailable`."""
 
-    def __init__(self, store: Any) -> None:
-        if not isinstance(store, RedisStore):
-            raise InvalidInput("emergency mode needs the Redis state store")
-        self.store = store
-        self.redis = store.redis
-        self.report_key = store.key("emergency:report")
-        self.terminated_key = store.key("emergency:terminated")
-        self.cancelled_key = store.key("emergency:cancelled")
-        self.resumed_key = store.key("emergency:resumed")
-        self.recovery_key = store.key("emergency:recovery")
-        self.checks_key = store.key("emergency:checks")
-        self.skipped_key = store.key("emergency:skipped")
+    what = "emergency records"
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store)
+        self.report_key = self.key("emergency:report")
+        self.terminated_key = self.key("emergency:terminated")
+        self.cancelled_key = self.key("emergency:cancelled")
+        self.resumed_key = self.key("emergency:resumed")
+        self.recovery_key = self.key("emergency:recovery")
+        self.checks_key = self.key("emergency:checks")
+        self.skipped_key = self.key("emergency:skipped")
         self._save = self.redis.register_script(_SAVE_REPORT_LUA)
         self._set_cancelled = self.redis.register_script(_SET_CANCELLED_LUA)
         self._mark_resumed = self.redis.register_script(_MARK_RESUMED_LUA)
 
     def _hash(self, key: str) -> dict[str, Any]:
-        with self.store._errors("read emergency records"):
+        with self.errors("read emergency records"):
             raw = cast(dict[str, str], self.redis.hgetall(key))
         return {k: json.loads(v) for k, v in raw.items()}
 
     def start(self, report: EmergencyReport) -> None:
         """Begin a new emergency (its report). Pause records are untouched: each one is
         removed when its worker resumes, so a worker still paused keeps its record."""
-        with self.store._errors("record the emergency"):
+        with self.errors("record the emergency"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.delete(self.resumed_key, self.checks_key)
             pipe.set(self.report_key, json.dumps(report.to_dict()))
@@ -160,14 +159,14 @@ class EmergencyRecords:
     def save_report(self, report: EmergencyReport) -> bool:
         """Store the (possibly partial) report of the current emergency, unless a later
         emergency's report replaced it meanwhile; True if stored."""
-        with self.store._errors("store the emergency report"):
+        with self.errors("store the emergency report"):
             return bool(
                 self._save(keys=[self.report_key], args=[report.id, json.dumps(report.to_dict())])
             )
 
     def report(self) -> dict[str, Any] | None:
         """The stored report of the last emergency, if any."""
-        with self.store._errors("read the emergency report"):
+        with self.errors("read the emergency report"):
             raw = self.redis.get(self.report_key)
         return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
 
@@ -175,7 +174,7 @@ class EmergencyRecords:
         """Record terminated jobs (idempotent per id)."""
         if not jobs:
             return
-        with self.store._errors("record terminated jobs"):
+        with self.errors("record terminated jobs"):
             self.redis.hset(
                 self.terminated_key, mapping={j.id: json.dumps(j.to_dict()) for j in jobs}
             )
@@ -187,12 +186,12 @@ class EmergencyRecords:
 
     def terminated_ids(self) -> list[str]:
         """Ids of every recorded terminated job (workers refuse to run these)."""
-        with self.store._errors("read terminated job ids"):
+        with self.errors("read terminated job ids"):
             return list(cast(list[str], self.redis.hkeys(self.terminated_key)))
 
     def note_skipped(self, task_id: str, worker: str) -> None:
         """A worker refused a redelivered message of a terminated job."""
-        with self.store._errors("record a skipped redelivery"):
+        with self.errors("record a skipped redelivery"):
             self.redis.hset(
                 self.skipped_key, task_id, json.dumps({"worker": worker, "at": time.time()})
             )
@@ -205,7 +204,7 @@ class EmergencyRecords:
         """Remember that ``worker`` stopped consuming ``queues`` (added to what it already
         stopped: a queue paused twice is resumed once, never forgotten). Atomic, so the
         emergency run and the worker itself may both record a pause at once."""
-        with self.store._errors("record paused consumers"):
+        with self.errors("record paused consumers"):
             self._set_cancelled(
                 keys=[self.cancelled_key, self.resumed_key],
                 args=[worker, json.dumps([asdict(q) for q in queues]), uuid.uuid4().hex[:12]],
@@ -217,14 +216,14 @@ class EmergencyRecords:
 
     def pauses(self) -> dict[str, tuple[list[QueueSpec], str]]:
         """Worker -> (paused queues, the record's token for `mark_resumed`)."""
-        with self.store._errors("read emergency records"):
+        with self.errors("read emergency records"):
             raw = cast(dict[str, str], self.redis.hgetall(self.cancelled_key))
         return {w: _pause(v) for w, v in raw.items()}
 
     def pause_state(self, worker: str) -> tuple[list[QueueSpec], str]:
         """The queues an emergency paused on ``worker`` (empty when it consumes) and the
         record's token (one round trip; what a worker checks for itself)."""
-        with self.store._errors("read emergency records"):
+        with self.errors("read emergency records"):
             raw = cast("str | None", self.redis.hget(self.cancelled_key, worker))
         return _pause(raw) if raw else ([], "")
 
@@ -232,7 +231,7 @@ class EmergencyRecords:
         """``worker`` consumes ``queues`` again: its pause record (the one ``token`` names;
         a pause recorded since is kept) is removed and the resume noted."""
         info = json.dumps({"at": time.time(), "queues": queues})
-        with self.store._errors("record resumed consumers"):
+        with self.errors("record resumed consumers"):
             self._mark_resumed(
                 keys=[self.cancelled_key, self.resumed_key], args=[worker, token, info]
             )
@@ -245,17 +244,17 @@ class EmergencyRecords:
     def claim_recovery(self, job_id: str, by: str) -> bool:
         """Atomically claim ``job_id`` for re-enqueueing; False if already claimed."""
         claim = json.dumps({"state": "claimed", "by": by, "at": time.time()})
-        with self.store._errors("claim a job for recovery"):
+        with self.errors("claim a job for recovery"):
             return bool(self.redis.hsetnx(self.recovery_key, job_id, claim))
 
     def finish_recovery(self, job_id: str, info: Mapping[str, Any]) -> None:
         """Record the outcome of a claimed recovery."""
-        with self.store._errors("record a recovery"):
+        with self.errors("record a recovery"):
             self.redis.hset(self.recovery_key, job_id, json.dumps(dict(info)))
 
     def release_recovery(self, job_id: str) -> None:
         """Give a claim back (the re-enqueue failed), so a later run can retry."""
-        with self.store._errors("release a recovery claim"):
+        with self.errors("release a recovery claim"):
             self.redis.hdel(self.recovery_key, job_id)
 
     def recovery(self) -> dict[str, Any]:
@@ -264,12 +263,12 @@ class EmergencyRecords:
 
     def save_checks(self, checks: Mapping[str, Any]) -> None:
         """Store the deactivation checks' outcome."""
-        with self.store._errors("store deactivation checks"):
+        with self.errors("store deactivation checks"):
             self.redis.set(self.checks_key, json.dumps(dict(checks)))
 
     def checks(self) -> dict[str, Any] | None:
         """The last deactivation checks' outcome."""
-        with self.store._errors("read deactivation checks"):
+        with self.errors("read deactivation checks"):
             raw = self.redis.get(self.checks_key)
         return None if raw is None else cast(dict[str, Any], json.loads(cast(str, raw)))
 

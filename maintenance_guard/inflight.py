@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from .errors import InvalidInput, StoreUnavailable
-from .store import RedisStore, StateStore
+from .errors import StoreUnavailable
+from .records import RedisRecords
+from .store import INFLIGHT, StateStore
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -42,12 +43,14 @@ class InflightJob:
         return asdict(self)
 
 
-class InflightRegistry:
+class InflightRegistry(RedisRecords):
     """Reads and writes the registry of one key prefix. Raises `StoreUnavailable`.
 
     ``now`` is the clock deadlines are written and read with (the guard's, corrected to
     Redis' clock), so processes whose clocks disagree agree on which job is alive.
     """
+
+    what = "in-flight records"
 
     def __init__(
         self,
@@ -55,14 +58,11 @@ class InflightRegistry:
         heartbeat_timeout: float = 30.0,
         now: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(store, RedisStore):
-            raise InvalidInput("the in-flight registry needs the Redis state store")
-        self.store = store
-        self.redis = store.redis
-        self.zset_key = store.inflight_key
-        self.jobs_key = store.key("inflight:jobs")
-        self.lost_key = store.key("inflight:lost")
-        self.workers_key = store.key("workers")
+        super().__init__(store)
+        self.zset_key = self.key(INFLIGHT)
+        self.jobs_key = self.key(f"{INFLIGHT}:jobs")
+        self.lost_key = self.key(f"{INFLIGHT}:lost")
+        self.workers_key = self.key("workers")
         self.heartbeat_timeout = heartbeat_timeout
         self.now = now
 
@@ -91,7 +91,7 @@ class InflightRegistry:
         if not (started or finished or alive):
             return
         deadline = (self.now() if now is None else now) + self.heartbeat_timeout
-        with self.store._errors("record in-flight jobs"):
+        with self.errors("record in-flight jobs"):
             pipe = self.redis.pipeline(transaction=False)
             if started:
                 pipe.zadd(self.zset_key, {job.id: deadline for job in started})
@@ -115,7 +115,7 @@ class InflightRegistry:
         """Live jobs, oldest first. Records whose deadline passed (their worker died) are
         purged and kept a day under "lost" (see `lost`)."""
         now = self.now() if now is None else now
-        with self.store._errors("list in-flight jobs"):
+        with self.errors("list in-flight jobs"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.zrangebyscore(self.zset_key, now, "+inf", withscores=True)
             pipe.zrangebyscore(self.zset_key, "-inf", f"({now}")
@@ -141,10 +141,26 @@ class InflightRegistry:
         out.sort(key=lambda j: j.started_at)
         return out
 
+    def count_by_operation(self) -> dict[str, int]:
+        """Live jobs per operation (``-`` when unclassified); read only."""
+        with self.errors("count in-flight jobs"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrangebyscore(self.zset_key, self.now(), "+inf")
+            pipe.hgetall(self.jobs_key)
+            live, details = pipe.execute()
+        counts: dict[str, int] = {}
+        for job_id in cast(list[str], live):
+            try:
+                operation = str(json.loads(details.get(job_id) or "{}").get("operation") or "-")
+            except (ValueError, AttributeError):
+                operation = "-"
+            counts[operation] = counts.get(operation, 0) + 1
+        return counts
+
     def lost(self, since: float = 0.0) -> list[InflightJob]:
         """Jobs whose heartbeat stopped (their worker died) since ``since``, oldest first;
         records older than a day are forgotten here."""
-        with self.store._errors("list lost in-flight jobs"):
+        with self.errors("list lost in-flight jobs"):
             raw = cast(dict[str, str], self.redis.hgetall(self.lost_key))
         out: list[InflightJob] = []
         old: list[str] = []
@@ -156,13 +172,13 @@ class InflightRegistry:
             elif lost_at >= since:
                 out.append(_job(job_id, value, lost_at))
         if old:
-            with self.store._errors("forget lost in-flight jobs"):
+            with self.errors("forget lost in-flight jobs"):
                 self.redis.hdel(self.lost_key, *old)
         return sorted(out, key=lambda j: j.started_at)
 
     def clear_worker(self, hostname: str) -> list[str]:
         """Remove every record of worker ``hostname`` (a restarted worker's stale jobs)."""
-        with self.store._errors("read in-flight jobs"):
+        with self.errors("read in-flight jobs"):
             details = cast(dict[str, str], self.redis.hgetall(self.jobs_key))
         ids = [
             job_id for job_id, raw in details.items() if json.loads(raw).get("worker") == hostname
@@ -172,17 +188,17 @@ class InflightRegistry:
 
     def register_worker(self, hostname: str, info: dict[str, Any]) -> None:
         """Note a running worker."""
-        with self.store._errors("register a worker"):
+        with self.errors("register a worker"):
             self.redis.hset(self.workers_key, hostname, json.dumps(info))
 
     def unregister_worker(self, hostname: str) -> None:
         """Forget a worker that shut down."""
-        with self.store._errors("unregister a worker"):
+        with self.errors("unregister a worker"):
             self.redis.hdel(self.workers_key, hostname)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Registered workers: hostname -> info."""
-        with self.store._errors("list workers"):
+        with self.errors("list workers"):
             raw = cast(dict[str, str], self.redis.hgetall(self.workers_key))
         return {k: json.loads(v) for k, v in raw.items()}
 

@@ -14,7 +14,7 @@ import logging
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,9 +26,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import StoreUnavailable
+from .errors import InvalidInput, StoreUnavailable
+from .inflight import InflightRegistry
 from .modes import MaintenanceMode
 from .status import MaintenanceStatus
+from .store import RedisStore
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask
@@ -150,35 +152,11 @@ class GuardCollector(Collector):
         yield jobs
 
     def _read_fleet(self) -> tuple[dict[str, int], dict[str, int]]:
-        import json
-        import time
-
-        from redis.exceptions import RedisError
-
-        from .store import RedisStore
-
         store = self.guard.store
+        counts = store.read_attempt_counts()
         if not isinstance(store, RedisStore):
-            return store.read_attempt_counts(), {"-": store.count_inflight(time.time())}
-        try:
-            pipe = store.redis.pipeline(transaction=False)
-            pipe.hgetall(store.attempts_key)
-            pipe.zrangebyscore(store.inflight_key, time.time(), "+inf")
-            pipe.hgetall(store.key("inflight:jobs"))
-            raw_counts, live, details = pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"cannot read metrics: {exc}") from exc
-        inflight: dict[str, int] = {}
-        for job_id in cast(list[str], live):
-            operation = "-"
-            try:
-                info = json.loads(details.get(job_id) or "{}")
-                operation = str(info.get("operation") or "-")
-            except (ValueError, AttributeError):
-                pass
-            inflight[operation] = inflight.get(operation, 0) + 1
-        counts = {k: int(v) for k, v in cast(dict[str, str], raw_counts).items()}
-        return counts, inflight
+            return counts, {"-": store.count_inflight(self.guard.now())}
+        return counts, InflightRegistry(store, now=self.guard.now).count_by_operation()
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -266,8 +244,6 @@ def metrics_blueprint(
     from flask import Blueprint
 
     if not path.startswith("/"):
-        from .errors import InvalidInput
-
         raise InvalidInput(f"metrics path must start with '/', not {path!r}")
     blueprint = Blueprint("maintenance_guard_metrics", __name__)
     blueprint.add_url_rule(path, "metrics", flask_metrics_view(guard, registry))

@@ -1,141 +1,50 @@
-"""Storage behind a narrow interface: the `StateStore` protocol and its Redis implementation.
+"""`RedisStore`: the `StateStore` on Redis.
 
 Every change to the state is one Lua script: it checks the expected version, bumps the
 version, writes the hash, appends the audit event and publishes the new version, so two
 admins changing the state at once end with one consistent state and both events logged.
+All keys share one hash tag (``{prefix}:...``), so they live in one cluster slot.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
-from urllib.parse import parse_qs, urlparse
+from typing import Any, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
-from .errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
-from .events import TEST_KINDS, log_audit_event
-from .status import MaintenanceStatus
+from ..errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
+from ..events import TEST_KINDS, log_audit_event
+from ..status import MaintenanceStatus
+from .connect import connect
+from .protocol import (
+    AuditEvent,
+    PollResult,
+    StateStamp,
+    Subscription,
+    dump_json,
+    new_generation,
+)
 
 logger = logging.getLogger("maintenance_guard")
 
 EVENTS_MAXLEN = 10_000
 TEST_RECORDS_PER_ENTRY = 1000
 TEST_ENTRIES_MAXLEN = 100_000  # stream entries (batches of test records)
+INFLIGHT = "inflight"  # the in-flight ZSET's name (see inflight.py; counted here)
 
 
-@dataclass(frozen=True)
-class AuditEvent:
-    """One entry of the audit log (a Redis stream entry)."""
-
-    id: str
-    type: str
-    at: float
-    actor: str
-    reason: str
-    fields: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form: id, type, at (ISO), actor, reason and the other fields."""
-        from .status import iso_utc
-
-        return {
-            "id": self.id,
-            "type": self.type,
-            "at": iso_utc(self.at),
-            "actor": self.actor,
-            "reason": self.reason,
-            **self.fields,
-        }
-
-
-SERVER_TIME = "now"
-"""Value of a time field (``started_at``, ``changed_at``, event ``at``) that `change_state`
-replaces with Redis' own clock, so no process's clock decides fleet-wide times."""
-
-
-@dataclass(frozen=True)
-class StateStamp:
-    """Which state a process has: the store's history id and the version within it."""
-
-    generation: str
-    version: int
-
-    @classmethod
-    def parse(cls, raw: object) -> StateStamp | None:
-        """Decode a published ``generation:version`` (None when unreadable)."""
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        generation, _, version = text.rpartition(":")
-        try:
-            return cls(generation, int(version))
-        except ValueError:
-            return None
-
-
-@dataclass(frozen=True)
-class PollResult:
-    """One watcher poll: the stored stamp (None when the store holds no state) and Redis'
-    clock at the time of the read (epoch seconds)."""
-
-    stamp: StateStamp | None
-    server_time: float
-
-
-class Subscription(Protocol):
-    """A live change feed: `wait` returns the published stamp, or None on timeout."""
-
-    def wait(self, timeout: float) -> StateStamp | None: ...
-
-    def close(self) -> None: ...
-
-
-class StateStore(Protocol):
-    """What the guard needs from shared storage. Every method may raise `StoreUnavailable`."""
-
-    def load_state(self) -> MaintenanceStatus | None: ...
-
-    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult: ...
-
-    def change_state(
-        self,
-        fields: Mapping[str, str],
-        event: Mapping[str, str],
-        expected_version: int | None = None,
-        *,
-        not_before: float | None = None,
-    ) -> MaintenanceStatus: ...
-
-    def restore_state(self, status: MaintenanceStatus, event: Mapping[str, str]) -> bool: ...
-
-    def subscribe(self) -> Subscription: ...
-
-    def append_event(self, event: Mapping[str, str]) -> str: ...
-
-    def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]: ...
-
-    def record_attempts(
-        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
-    ) -> None: ...
-
-    def read_attempt_counts(self) -> dict[str, int]: ...
-
-    def count_inflight(self, now: float) -> int: ...
-
-    def record_presence(self, member: str, fields: Mapping[str, object]) -> None: ...
-
-    def remove_presence(self, member: str) -> None: ...
-
-    def ping(self) -> None: ...
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Turn redis-py and socket errors into `StoreUnavailable` ("cannot <what>: ...")."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"cannot {what}: {exc}") from exc
 
 
 # Redis' clock as exact text (TIME is seconds and microseconds).
@@ -206,66 +115,6 @@ return 1
 """
 
 
-def new_generation() -> str:
-    """A fresh random history id."""
-    return uuid.uuid4().hex[:16]
-
-
-def connect(url: str, **options: Any) -> redis.Redis[Any]:
-    """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel.
-
-    Sentinel form: ``redis+sentinel://host:26379[,host2:26379]/service_name/db``.
-    Raises `InvalidInput` (the URL shown with its password masked) for an unusable URL.
-    """
-    from .urls import mask_url, redact
-
-    options.setdefault("decode_responses", True)
-    options.setdefault("socket_timeout", 2.0)
-    options.setdefault("socket_connect_timeout", 2.0)
-    options.setdefault("health_check_interval", 15)
-    # redis-py retries a timed-out command three times with backoff by default: against
-    # a hung Redis one call then takes ~26 s, not socket_timeout. Retry once, and only
-    # on a broken connection (a timed-out write may still land: the caller decides).
-    options.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
-    try:
-        if url.startswith("redis+sentinel://"):
-            return _connect_sentinel(url, options)
-        return redis.Redis.from_url(url, **options)
-    except ValueError as exc:
-        if isinstance(exc, InvalidInput):
-            raise
-        reason = redact(str(exc), url)
-        raise InvalidInput(f"not a usable Redis URL {mask_url(url)!r}: {reason}") from None
-
-
-def _connect_sentinel(url: str, options: dict[str, Any]) -> redis.Redis[Any]:
-    from redis.sentinel import Sentinel
-
-    parsed = urlparse(url)
-    hosts = []
-    for part in parsed.netloc.split("@")[-1].split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host, int(port or 26379)))
-    path = [p for p in parsed.path.split("/") if p]
-    if not path:
-        raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")
-    db = int(path[1]) if len(path) > 1 else 0
-    query = parse_qs(parsed.query)
-    password = parsed.password or next(iter(query.get("password", [])), None)
-    sentinel = Sentinel(
-        hosts,
-        sentinel_kwargs={
-            "socket_timeout": options["socket_timeout"],
-            "socket_connect_timeout": options["socket_connect_timeout"],
-            "retry": options["retry"],
-        },
-    )
-    return cast(
-        "redis.Redis[Any]",
-        sentinel.master_for(path[0], db=db, password=password, **options),
-    )
-
-
 class _RedisSubscription:
     def __init__(self, client: redis.Redis[Any], channel: str) -> None:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -307,7 +156,7 @@ class RedisStore:
         self.events_key = self.key("events")
         self.attempts_key = self.key("attempts")
         self.test_records_key = self.key("test_attempts")
-        self.inflight_key = self.key("inflight")
+        self.inflight_key = self.key(INFLIGHT)
         self.channel = self.key("changes")
         self._change = client.register_script(_CHANGE_LUA)
         self._restore = client.register_script(_RESTORE_LUA)
@@ -323,12 +172,12 @@ class RedisStore:
 
     def ping(self) -> None:
         """Raise `StoreUnavailable` unless Redis answers."""
-        with self._errors("ping"):
+        with redis_errors("ping"):
             self.redis.ping()
 
     def load_state(self) -> MaintenanceStatus | None:
         """The stored state, or None when the store holds none (new, or lost)."""
-        with self._errors("read state"):
+        with redis_errors("read state"):
             fields = cast(dict[str, str], self.redis.hgetall(self.state_key))
         if not fields:
             return None
@@ -336,7 +185,7 @@ class RedisStore:
 
     def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
         """One round trip: the stored stamp, Redis' clock, and this process's presence."""
-        with self._errors("poll the state"):
+        with redis_errors("poll the state"):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hmget(self.state_key, ["generation", "version"])
             pipe.time()
@@ -371,7 +220,7 @@ class RedisStore:
             args += [k, v]
         for k, v in event.items():
             args += [k, v]
-        with self._errors("change state"):
+        with redis_errors("change state"):
             version, detail, _generation = self._change(
                 keys=[self.state_key, self.events_key], args=args
             )
@@ -397,7 +246,7 @@ class RedisStore:
             args += [k, v]
         for k, v in {**event, "version": fields["version"]}.items():
             args += [k, v]
-        with self._errors("restore state"):
+        with redis_errors("restore state"):
             done = self._restore(keys=[self.state_key, self.events_key], args=args)
         if done:
             log_audit_event({**event, "version": fields["version"]})
@@ -409,7 +258,7 @@ class RedisStore:
 
     def append_event(self, event: Mapping[str, str]) -> str:
         """Append an audit event that is not a state change; returns its stream id."""
-        with self._errors("append event"):
+        with redis_errors("append event"):
             event_id = cast(
                 str,
                 self.redis.xadd(
@@ -422,7 +271,7 @@ class RedisStore:
     def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
         """Audit events, newest first; ``since`` (epoch seconds) keeps only later ones."""
         low = "-" if since is None else f"{int(since * 1000)}-0"
-        with self._errors("read events"):
+        with redis_errors("read events"):
             rows = self.redis.xrevrange(self.events_key, "+", low, count=limit)
         return [_to_event(entry_id, fields) for entry_id, fields in rows]
 
@@ -432,7 +281,7 @@ class RedisStore:
         """Add to the attempt counters and append test-mode records, in one round trip."""
         if not counts and not records:
             return
-        with self._errors("record attempts"):
+        with redis_errors("record attempts"):
             pipe = self.redis.pipeline(transaction=False)
             for field, n in counts.items():
                 pipe.hincrby(self.attempts_key, field, n)
@@ -450,30 +299,30 @@ class RedisStore:
 
     def read_attempt_counts(self) -> dict[str, int]:
         """The blocked-attempt counters."""
-        with self._errors("read attempt counts"):
+        with redis_errors("read attempt counts"):
             raw = cast(dict[str, str], self.redis.hgetall(self.attempts_key))
         return {k: int(v) for k, v in raw.items()}
 
     def count_inflight(self, now: float) -> int:
         """In-flight jobs whose heartbeat deadline has not passed."""
-        with self._errors("count in-flight jobs"):
+        with redis_errors("count in-flight jobs"):
             return int(self.redis.zcount(self.inflight_key, now, "+inf"))
 
     # --- process presence (each watcher says which state version it has seen) ---
 
     def record_presence(self, member: str, fields: Mapping[str, object]) -> None:
         """Write one process's presence record (JSON) into the processes hash."""
-        with self._errors("record presence"):
+        with redis_errors("record presence"):
             self.redis.hset(self.key("processes"), member, dump_json(fields))
 
     def remove_presence(self, member: str) -> None:
         """Forget one process's presence record."""
-        with self._errors("remove presence"):
+        with redis_errors("remove presence"):
             self.redis.hdel(self.key("processes"), member)
 
     def read_presence(self) -> dict[str, dict[str, Any]]:
         """Every presence record, by member (``host:pid``); unreadable ones are skipped."""
-        with self._errors("read presence"):
+        with redis_errors("read presence"):
             raw = cast(dict[str, str], self.redis.hgetall(self.key("processes")))
         out: dict[str, dict[str, Any]] = {}
         for member, value in raw.items():
@@ -493,7 +342,7 @@ class RedisStore:
             if not isinstance(record.get("seen_at"), (int, float)) or record["seen_at"] < older_than
         ]
         if stale:
-            with self._errors("prune presence"):
+            with redis_errors("prune presence"):
                 self.redis.hdel(self.key("processes"), *stale)
         return len(stale)
 
@@ -503,7 +352,7 @@ class RedisStore:
         """Test-mode records flushed at or after ``start`` (epoch seconds), oldest first."""
         low = f"{int(start * 1000)}-0"
         while True:
-            with self._errors("read test records"):
+            with redis_errors("read test records"):
                 rows = self.redis.xrange(self.test_records_key, low, "+", count=batch)
             for _entry_id, fields in rows:
                 if "records" not in fields:
@@ -523,7 +372,7 @@ class RedisStore:
 
     def clear_test_data(self) -> int:
         """Delete the test-mode records and test counters; returns the attempts they held."""
-        with self._errors("clear test data"):
+        with redis_errors("clear test data"):
             counters = cast(dict[str, str], self.redis.hgetall(self.attempts_key))
             fields = [f for f in counters if f.split(":", 1)[0] in TEST_KINDS]
             records = sum(
@@ -536,14 +385,6 @@ class RedisStore:
             pipe.execute()
         return records
 
-    @staticmethod
-    @contextmanager
-    def _errors(what: str) -> Iterator[None]:
-        """Turn redis-py and socket errors into `StoreUnavailable`."""
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"cannot {what}: {exc}") from exc
 
 
 def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:
@@ -560,25 +401,3 @@ def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:
         reason=fields.get("reason", ""),
         fields=rest,
     )
-
-
-def event_fields(
-    type_: str, *, actor: str, reason: str = "", at: float | str | None = None, **extra: object
-) -> dict[str, str]:
-    """Flat string fields of an audit event (``at`` may be `SERVER_TIME` for a change)."""
-    fields = {
-        "type": type_,
-        "actor": actor,
-        "reason": reason,
-        "at": at if isinstance(at, str) else repr(time.time() if at is None else at),
-    }
-    for k, v in extra.items():
-        if v is None:
-            continue
-        fields[k] = v if isinstance(v, str) else json.dumps(v)
-    return fields
-
-
-def dump_json(value: Sequence[object] | Mapping[str, object]) -> str:
-    """Compact JSON for values stored in Redis."""
-    return json.dumps(value, separators=(",", ":"))
