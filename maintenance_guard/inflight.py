@@ -141,6 +141,15 @@ class InflightRegistry(RedisRecords):
         out.sort(key=lambda j: j.started_at)
         return out
 
+    def snapshot(self, now: float) -> tuple[list[tuple[str, float]], dict[str, str]]:
+        """Live (id, deadline) pairs and every job's raw details; read only."""
+        with self.errors("read in-flight jobs"):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrangebyscore(self.zset_key, now, "+inf", withscores=True)
+            pipe.hgetall(self.jobs_key)
+            live, details = pipe.execute()
+        return cast(list[tuple[str, float]], live), cast(dict[str, str], details)
+
     def count_by_operation(self) -> dict[str, int]:
         """Live jobs per operation (``-`` when unclassified); read only."""
         with self.errors("count in-flight jobs"):

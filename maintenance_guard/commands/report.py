@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..cli import cli_errors, default_actor, get_guard, main
-from ..validation import MAX_GRACE, build_test_report, reset_test_data
+from ..inputs import MAX_GRACE_SECONDS as MAX_GRACE
+from ..validation import build_test_report, reset_test_data
 
 
 @main.command()

@@ -18,7 +18,7 @@ import redis
 from redis.exceptions import RedisError
 
 from ..errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
-from ..events import TEST_KINDS, log_audit_event
+from ..events import log_audit_event
 from ..status import MaintenanceStatus
 from .connect import connect
 from .protocol import (
@@ -155,7 +155,7 @@ class RedisStore:
         self.state_key = self.key("state")
         self.events_key = self.key("events")
         self.attempts_key = self.key("attempts")
-        self.test_records_key = self.key("test_attempts")
+        self.test_records_key = self.key("test_attempts")  # read by validation.TestRecords
         self.inflight_key = self.key(INFLIGHT)
         self.channel = self.key("changes")
         self._change = client.register_script(_CHANGE_LUA)
@@ -345,46 +345,6 @@ class RedisStore:
             with redis_errors("prune presence"):
                 self.redis.hdel(self.key("processes"), *stale)
         return len(stale)
-
-    # --- test-mode data ---
-
-    def read_test_records(self, start: float, batch: int = 10_000) -> Iterator[dict[str, str]]:
-        """Test-mode records flushed at or after ``start`` (epoch seconds), oldest first."""
-        low = f"{int(start * 1000)}-0"
-        while True:
-            with redis_errors("read test records"):
-                rows = self.redis.xrange(self.test_records_key, low, "+", count=batch)
-            for _entry_id, fields in rows:
-                if "records" not in fields:
-                    yield fields  # a single record
-                    continue
-                try:
-                    packed: Any = json.loads(fields["records"])
-                except ValueError:
-                    continue
-                items: list[Any] = packed if isinstance(packed, list) else []
-                for record in items:
-                    if isinstance(record, dict):
-                        yield record
-            if len(rows) < batch:
-                return
-            low = "(" + rows[-1][0]
-
-    def clear_test_data(self) -> int:
-        """Delete the test-mode records and test counters; returns the attempts they held."""
-        with redis_errors("clear test data"):
-            counters = cast(dict[str, str], self.redis.hgetall(self.attempts_key))
-            fields = [f for f in counters if f.split(":", 1)[0] in TEST_KINDS]
-            records = sum(
-                int(v) for f, v in counters.items() if f.split(":", 1)[0] == "would_block"
-            )
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(self.test_records_key)
-            if fields:
-                pipe.hdel(self.attempts_key, *fields)
-            pipe.execute()
-        return records
-
 
 
 def _to_event(entry_id: str, fields: dict[str, str]) -> AuditEvent:
