@@ -1,4 +1,4 @@
-"""CLI commands for Celery work: `jobs` (in flight), `drain` and `deferred`."""
+"""The commands for Celery work: `jobs` (in flight), `drain` and `deferred`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from datetime import datetime
 
 import click
 
-from ..cli import cli_errors, default_actor, get_guard, main
 from ..deferred import DeferredQueue
 from ..drain import DRAIN_POLICIES, drain
 from ..errors import InvalidInput
 from ..inflight import InflightJob, InflightRegistry
 from ..inputs import format_duration
-from .emergency import APP_HELP, load_celery_app
+from .celery_app import APP_HELP, load_celery_app
+from .errors import cli_errors
+from .group import default_actor, get_guard
 
 EXIT_DRAIN_TIMEOUT = 1
 EXIT_DRAINED_WITH_LOSSES = 4
@@ -29,7 +30,7 @@ def _job_line(job: InflightJob, now: float) -> str:
     )
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @click.pass_context
 @cli_errors
@@ -56,7 +57,7 @@ def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float) ->
     return value
 
 
-@main.command(name="drain")
+@click.command(name="drain")
 @click.option(
     "--timeout",
     type=click.FloatRange(0, 86_400),
@@ -95,6 +96,7 @@ def drain_command(
 
     Exit 0 when drained, 1 on timeout, 4 when drained but a job's worker died under it.
     """
+    # Deferred: rich is a heavy import that only this progress bar needs.
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -166,7 +168,7 @@ def drain_command(
     sys.exit(EXIT_DRAIN_TIMEOUT)
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @click.option(
     "--requeue-stuck",

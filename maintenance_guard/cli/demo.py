@@ -20,10 +20,10 @@ from types import FrameType
 import click
 
 from .. import embedded
-from ..cli import cli_errors, main
 from ..embedded import URL_ENV
 from ..errors import InvalidInput
 from ..urls import mask_url
+from .errors import cli_errors
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -57,7 +57,7 @@ def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> No
             proc.wait(5)
 
 
-@main.command()
+@click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--no-worker", is_flag=True, help="Start only the web app, no Celery worker.")

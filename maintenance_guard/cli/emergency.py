@@ -1,57 +1,22 @@
-"""`maintenance-guard emergency` and `maintenance-guard recover`."""
+"""The emergency commands: `emergency` (refuse all, pause, grace, revoke) and `recover`."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from typing import Any
 
 import click
 
-from ..cli import EXIT_STORE, cli_errors, default_actor, get_guard, main, one_line
 from ..emergency import MAX_KILL_AFTER, EmergencyReport, run_emergency
 from ..emergency import recover as recover_jobs
 from ..errors import InvalidInput
 from ..inputs import MAX_GRACE_SECONDS
 from ..sessions import DEFAULT_SESSION_PREFIX, SessionInvalidator, admin_predicate
 from ..urls import mask_url, redact
-
-APP_HELP = (
-    "The Celery app, module:attribute (env MAINTENANCE_GUARD_CELERY_APP), "
-    "e.g. workers:app. Without it workers are neither paused nor revoked."
-)
-
-
-def load_celery_app(spec: str | None) -> Any:
-    """Import the Celery app named ``module:attribute`` (or a module with ``app``/``celery``).
-
-    Raises `InvalidInput` (one line) for a malformed name, a module that cannot be
-    imported or raises while importing, and a name that is not a Celery app.
-    """
-    if not spec:
-        return None
-    from celery.utils.imports import cwd_in_path
-
-    module_name, _, attribute = spec.strip().partition(":")
-    names_ok = all(part.isidentifier() for part in module_name.split("."))
-    if not names_ok or not (attribute == "" or attribute.isidentifier()):
-        raise InvalidInput(f"--app {spec!r} is not module:attribute (e.g. workers:app)")
-    try:
-        with cwd_in_path():  # as `celery -A` does: the app of the project you are in
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise InvalidInput(f"cannot import the Celery app module {module_name!r}: {exc}") from None
-    except (Exception, SystemExit) as exc:
-        raise InvalidInput(
-            f"the Celery app module {module_name!r} failed while importing: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    for name in [attribute] if attribute else ["app", "celery"]:
-        found = getattr(module, name, None)
-        if found is not None and hasattr(found, "control"):
-            return found
-    raise InvalidInput(f"{spec!r} does not name a Celery app")
+from .celery_app import APP_HELP, load_celery_app
+from .errors import EXIT_STORE, cli_errors, one_line
+from .group import default_actor, get_guard
 
 
 def _session_invalidator(
@@ -117,7 +82,7 @@ def _print_report(report: EmergencyReport) -> None:
         click.echo(f"Warning: {warning}", err=True)
 
 
-@main.command()
+@click.command()
 @click.option("--reason", required=True, help="Why (shown to users; at most 500 characters).")
 @click.option(
     "--grace",
@@ -183,6 +148,7 @@ def emergency(
             guard, reason, grace, kill_after, by, celery_app=app, sessions=sessions
         )
     else:
+        # Deferred: rich is a heavy import that only the interactive progress bar needs.
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -223,7 +189,7 @@ def emergency(
         sys.exit(EXIT_STORE)
 
 
-@main.command()
+@click.command()
 @click.option("--app", "app_spec", envvar="MAINTENANCE_GUARD_CELERY_APP", help=APP_HELP)
 @click.option("--by", default=default_actor, help="Who recovers (default: your login name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -7,10 +7,10 @@ import sys
 import click
 
 from .. import embedded as server
-from ..cli import EXIT_STORE, cli_errors, main
+from .errors import EXIT_STORE, cli_errors
 
 
-@main.group()
+@click.group()
 def embedded() -> None:
     """The embedded redis-server used when no Redis URL is configured."""
 

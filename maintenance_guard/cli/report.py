@@ -7,12 +7,13 @@ from typing import Any
 
 import click
 
-from ..cli import cli_errors, default_actor, get_guard, main
-from ..inputs import MAX_GRACE_SECONDS as MAX_GRACE
+from ..inputs import MAX_GRACE_SECONDS
 from ..validation import build_test_report, reset_test_data
+from .errors import cli_errors
+from .group import default_actor, get_guard
 
 
-@main.command()
+@click.command()
 @click.option(
     "--mode-test",
     "mode_test",
@@ -21,7 +22,7 @@ from ..validation import build_test_report, reset_test_data
 )
 @click.option(
     "--grace",
-    type=click.IntRange(0, MAX_GRACE),
+    type=click.IntRange(0, MAX_GRACE_SECONDS),
     default=30,
     show_default=True,
     help="Grace period (seconds) to judge in-flight jobs against.",
@@ -99,7 +100,7 @@ def _emergency_report(guard: Any, as_json: bool) -> None:
         click.echo(json.dumps(result, indent=2, default=str))
 
 
-@main.command("reset-test")
+@click.command("reset-test")
 @click.option("--by", default=default_actor, help="Who resets (default: your login name).")
 @click.pass_context
 @cli_errors
