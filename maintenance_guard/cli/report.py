@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import click
 
+from ..emergency import build_report
+from ..guard import MaintenanceGuard
 from ..inputs import MAX_GRACE_SECONDS
 from ..validation import build_test_report, reset_test_data
 from .errors import cli_errors
@@ -76,28 +77,12 @@ def report(
         click.echo(built.to_text())
 
 
-def _emergency_report(guard: Any, as_json: bool) -> None:
-    import importlib
-
-    try:
-        emergency: Any = importlib.import_module("maintenance_guard.emergency")
-    except ImportError:
-        emergency = None
-    build = getattr(emergency, "build_report", None)
-    if build is None:
-        click.echo(
-            "No emergency report yet: this version has no emergency report. "
-            "Use `maintenance-guard report --mode-test` for the test-mode report."
-        )
-        return
-    result = build(guard)
+def _emergency_report(guard: MaintenanceGuard, as_json: bool) -> None:
+    overview = build_report(guard)
     if as_json:
-        data = result.to_dict() if hasattr(result, "to_dict") else result
-        click.echo(json.dumps(data, indent=2, default=str))
-    elif hasattr(result, "to_text"):
-        click.echo(result.to_text())
+        click.echo(json.dumps(overview.to_dict(), indent=2, default=str))
     else:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(overview.to_text())
 
 
 @click.command("reset-test")
