@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .changes import Enabling
 from .emergency_records import (
     EmergencyRecords,
     EmergencyReport,
@@ -64,6 +65,7 @@ __all__ = [
     "run_emergency",
     "setup_of",
     "validate_emergency_args",
+    "watch_deactivation",
 ]
 
 MAX_KILL_AFTER = 600
@@ -210,11 +212,28 @@ def setup_of(guard: MaintenanceGuard) -> EmergencySetup:
 def configure_sessions(guard: MaintenanceGuard, invalidator: SessionInvalidator | None) -> None:
     """Make every emergency of ``guard`` invalidate the non-admin sessions of ``invalidator``."""
     setup_of(guard).sessions = invalidator
+    watch_deactivation(guard)
 
 
 def configure_celery(guard: MaintenanceGuard, app: Any) -> None:
     """Make every emergency (and deactivation) of ``guard`` drive the workers of ``app``."""
     setup_of(guard).celery_app = app
+    watch_deactivation(guard)
+
+
+def watch_deactivation(guard: MaintenanceGuard) -> None:
+    """Run the deactivation checks (`after_disable`) whenever this process disables an
+    emergency through ``guard``. The adapters and `run_emergency` call it; a process
+    that only disables (a script) can call it, or `after_disable`, itself."""
+    guard.add_deactivation_hook(_check_after_emergency)
+
+
+def _check_after_emergency(
+    guard: MaintenanceGuard, previous: MaintenanceStatus, actor: str
+) -> None:
+    if previous.mode is MaintenanceMode.EMERGENCY:
+        # Workers consume again, terminated jobs left no in-flight records; warns if not.
+        after_disable(guard, actor)
 
 
 def run_emergency(
@@ -259,13 +278,15 @@ def run_emergency(
     )
     # What earlier emergencies left paused: not this run's doing (see EmergencyRun.pause).
     paused_before = records.cancelled()
-    status = guard.write_enabled(
-        MaintenanceMode.EMERGENCY,
-        clean,
-        by=actor,
-        emergency_id=report.id,
+    request = Enabling.parse(
+        guard.catalog, MaintenanceMode.EMERGENCY, clean, None, actor, emergency_id=report.id
+    )
+    status = guard.change_state(
+        request.new_state,
+        request.event,
         check=lambda old: _refuse_a_second_run(guard, records, old),
     )
+    watch_deactivation(guard)
     report.activated_at = status.started_at or report.activated_at
     records.start(report)
     _audit(guard, "emergency_activated", actor, clean, emergency=report.id, grace_period=grace)

@@ -1,86 +1,51 @@
-"""`MaintenanceGuard`: enable, disable, status, and the hot-path checks.
+"""`MaintenanceGuard`: the state, the hot-path checks, enable and disable.
 
-Each process keeps the last state in memory; `is_blocked` and `check` read only that.
-A background thread listens for change notifications (pub/sub) and polls the version
-about once a second to repair a missed notification, ends auto-ending maintenance on
-time, restores a state that Redis lost, and flushes attempt counters.
+Each process keeps the last state in memory, an immutable `Snapshot` swapped in whole;
+`is_blocked` and `check` read only that. A `StateWatcher` thread keeps it fresh (see
+watcher.py). Services built on the guard (emergency runs, drain, deferred work) live in
+their own modules; `emergency()` and `drain()` here only delegate to them.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
 import logging
 import os
-import socket
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    ChangeTooEarly,
-    ConcurrentChange,
-    InvalidInput,
-    MaintenanceActive,
-    StoreUnavailable,
-)
-from .events import AttemptRecorder
-from .inputs import clean_actor, clean_note, clean_reason, parse_duration
-from .modes import (
-    MaintenanceMode,
-    Operation,
-    OperationCatalog,
-    OperationMap,
-    blocked_operations_for,
-    decide,
-)
+from .changes import Disabling, Enabling
+from .embedded import resolve_url
+from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
+from .events import AttemptRecorder, summarise_counts
+from .modes import MaintenanceMode, Operation, OperationCatalog, OperationMap, decide
 from .settings import GuardSettings
+from .snapshot import Snapshot, build_snapshot, unknown_snapshot
 from .status import INACTIVE, MaintenanceStatus
-from .store import SERVER_TIME, AuditEvent, RedisStore, StateStamp, StateStore, event_fields
+from .store import SERVER_TIME, AuditEvent, RedisStore, StateStore, event_fields
+from .watcher import PeriodicTask, StateWatcher, default_role
+
+if TYPE_CHECKING:
+    from .drain import DrainResult
+    from .emergency import EmergencyProgress, EmergencyReport
+    from .sessions import SessionInvalidator
 
 logger = logging.getLogger("maintenance_guard")
 
 Clock = Callable[[], float]
 ChangeListener = Callable[[MaintenanceStatus], None]
-PeriodicTask = Callable[[], None]
 StateCheck = Callable[[MaintenanceStatus | None], None]
-
-# A clock reading whose round trip took longer than this is too uncertain to correct by.
-MAX_CLOCK_SAMPLE_RTT = 0.25
-# Clocks that agree within a reading's uncertainty plus this are taken as equal (on one
-# machine they are): correcting by noise would move publish stamps across `enable`.
-CLOCK_TOLERANCE = 0.002
-CLOCK_SAMPLES = 8
+# Called in the disabling process after a successful disable: (guard, previous, actor).
+DeactivationHook = Callable[["MaintenanceGuard", MaintenanceStatus, str], None]
 
 # Set while the current request/task acts for an admin (see `MaintenanceGuard.admin_bypass`).
 _ADMIN_SCOPE: ContextVar[bool] = ContextVar("maintenance_guard_admin_scope", default=False)
-
-UNKNOWN_STATE_REASON = "maintenance state unknown: the state store cannot be reached"
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """What the hot path reads: one immutable object swapped in whole."""
-
-    status: MaintenanceStatus
-    blocked: frozenset[str]
-    normal_blocked: frozenset[str]
-    end_at: float | None  # auto-end time, if any
-    known: bool
-
-    @property
-    def mode(self) -> MaintenanceMode | None:
-        return self.status.mode
-
-    @property
-    def stamp(self) -> StateStamp:
-        return StateStamp(self.status.generation, self.status.version)
 
 
 class MaintenanceGuard:
@@ -91,14 +56,9 @@ class MaintenanceGuard:
     and `InvalidInput` (a `ValueError`) for bad arguments, changing nothing.
     """
 
+    recorder: AttemptRecorder
+    _watcher: StateWatcher
     _watching: bool
-    _thread: threading.Thread | None
-    _recorder: AttemptRecorder
-    _start_lock: threading.Lock
-    _stop_event: threading.Event
-    _flush_lock: threading.Lock
-    _install_lock: threading.Lock
-    _installs: int
 
     def __init__(
         self,
@@ -115,24 +75,18 @@ class MaintenanceGuard:
         self.endpoint_operations = OperationMap(self.settings.endpoint_operations)
         self.task_operations.validate(self.catalog)
         self.endpoint_operations.validate(self.catalog)
-        if self.settings.blocked_operations is not None:
-            for name in self.settings.blocked_operations:
-                self.catalog.require(name)
-        self._clock = clock
+        for name in self.settings.blocked_operations or ():
+            self.catalog.require(name)
+        self.clock = clock
         # Shown in the process presence record; adapters set "worker", "web", ...
-        self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or _default_role()
+        self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or default_role()
         self._listeners: list[ChangeListener] = []
-        # [task, every (s), next due (monotonic)]; run by the watcher after each poll.
-        self._periodic: list[list[Any]] = []
-        # Seconds to add to ``clock`` to read Redis' clock (measured at every poll).
-        self._clock_offset = 0.0
-        self._clock_samples: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=CLOCK_SAMPLES
-        )
+        self._deactivation_hooks: list[DeactivationHook] = []
+        self._periodic: list[tuple[PeriodicTask, float]] = []
         self.store_errors = 0
         self._last_error_log = 0.0
         self._reset_process_state()
-        self._snapshot = self._unknown_snapshot()
+        self._snapshot = unknown_snapshot(self.catalog, self.settings)
         self.refresh()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
@@ -144,8 +98,6 @@ class MaintenanceGuard:
         """A guard on the Redis at ``url``; None means ``$MAINTENANCE_GUARD_REDIS_URL``,
         else the embedded server (started if needed). ``settings`` are `GuardSettings` fields.
         """
-        from .embedded import resolve_url
-
         clock = settings.pop("clock", time.time)
         catalog = settings.pop("catalog", None)
         config = GuardSettings(redis_url=url, **settings)
@@ -208,7 +160,7 @@ class MaintenanceGuard:
             mode, name, snap.blocked, is_admin=False, normal_blocked=snap.normal_blocked
         )
         if mode is MaintenanceMode.TEST:
-            self._recorder.record(
+            self.recorder.record(
                 surface,
                 name,
                 target=target,
@@ -218,14 +170,14 @@ class MaintenanceGuard:
             )
             return
         if decision.blocked:
-            self._recorder.count(surface, name)
+            self.recorder.count(surface, name)
             raise self.refusal(name, snap.status)
 
     def note_admin_attempt(self, surface: str, operation: str | None) -> None:
         """Count an attempt maintenance let through because an admin made it (counter
         kind ``admin``; memory only, flushed with the other counters)."""
         if self._snapshot.status.mode is not None:
-            self._recorder.count(surface, operation, kind="admin")
+            self.recorder.count(surface, operation, kind="admin")
 
     def login_allowed(self, user_is_admin: bool = False, *, user: str | None = None) -> bool:
         """False while an emergency refuses non-admin logins (counted on surface ``login``).
@@ -244,7 +196,7 @@ class MaintenanceGuard:
         """Within this block (this thread or asyncio task), every check passes as an admin's.
 
         The Flask extension enters it for admin requests, so tasks an admin submits from a
-        view are not refused by the Celery guard either.
+        view are not refused by the Celery guard either (they carry a signed stamp).
         """
         token = _ADMIN_SCOPE.set(True)
         try:
@@ -266,12 +218,11 @@ class MaintenanceGuard:
             message = self.catalog.info(operation).message
         else:
             message = status.message or "This operation is unavailable during maintenance."
-        now = self.now()
         return MaintenanceActive(
             operation,
             status.mode.value if status.mode else "",
             message,
-            status.retry_after(now, self.settings.default_retry_after),
+            status.retry_after(self.now(), self.settings.default_retry_after),
             status,
         )
 
@@ -284,9 +235,14 @@ class MaintenanceGuard:
 
     def now(self) -> float:
         """Epoch seconds on Redis' clock: this process's clock corrected by the offset
-        measured at each poll (so a process whose clock is off decides times as the
-        fleet does). Memory only."""
-        return self._clock() + self._clock_offset
+        the watcher measures at each poll (so a process whose clock is off decides times
+        as the fleet does). Memory only."""
+        return self.clock() + self._watcher.offset
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """What the hot path reads now."""
+        return self._snapshot
 
     @property
     def state_known(self) -> bool:
@@ -307,7 +263,7 @@ class MaintenanceGuard:
             try:
                 status = status.with_jobs(self.store.count_inflight(self.now()))
             except StoreUnavailable as exc:
-                self._note_store_error(exc)
+                self.note_store_error(exc)
         return status
 
     def enable(
@@ -327,110 +283,70 @@ class MaintenanceGuard:
         mode blocks. Returns the new state once written; this process sees it at once.
         Start and end times come from Redis' clock.
         """
-        return self.write_enabled(
-            mode, reason, duration, by, auto_end=auto_end, operations=operations
+        request = Enabling.parse(
+            self.catalog, mode, reason, duration, by, auto_end=auto_end, operations=operations
         )
-
-    def write_enabled(
-        self,
-        mode: MaintenanceMode | str,
-        reason: str,
-        duration: int | str | None = None,
-        by: str | None = None,
-        *,
-        auto_end: bool = False,
-        operations: Iterable[str | Operation] | None = None,
-        emergency_id: str | None = None,
-        check: StateCheck | None = None,
-    ) -> MaintenanceStatus:
-        """`enable` for services built on the guard: ``emergency_id`` marks the state as
-        owned by that emergency run (None keeps the id of a running emergency when the
-        mode stays emergency); ``check(old)`` may raise to refuse the change (it is
-        called with the state the compare-and-set is based on)."""
-        parsed_mode = MaintenanceMode.parse(mode)
-        clean = clean_reason(reason)
-        seconds = None if duration is None else parse_duration(duration)
-        actor = clean_actor(by)
-        if auto_end and seconds is None:
-            raise InvalidInput("auto_end needs a duration")
-        requested: tuple[str, ...] = ()
-        if operations is not None:
-            if isinstance(operations, str):
-                raise InvalidInput("operations must be a list of operation names")
-            requested = tuple(dict.fromkeys(self.catalog.require(op) for op in operations))
-            if not requested:
-                raise InvalidInput("operations must name at least one operation")
-            if parsed_mode is MaintenanceMode.EMERGENCY:
-                raise InvalidInput("emergency mode blocks every operation; omit operations")
-
-        def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
-            owner = emergency_id
-            if owner is None:
-                keep = old is not None and old.mode is MaintenanceMode.EMERGENCY
-                owner = old.emergency_id if keep and old is not None else ""
-            if parsed_mode is not MaintenanceMode.EMERGENCY:
-                owner = ""
-            same_mode = old is not None and old.mode is parsed_mode
-            return MaintenanceStatus(
-                mode=parsed_mode,
-                reason=clean,
-                estimated_duration=seconds,
-                enabled_by=actor,
-                auto_end=auto_end,
-                blocked_operations=requested,
-                emergency_id=owner,
-                # A drain's hold stays while the mode does (an update keeps it).
-                hold_queued=same_mode and old is not None and old.hold_queued,
-            )
-
-        def make_event(old: MaintenanceStatus | None) -> dict[str, str]:
-            if old is None or not old.is_active:
-                kind = "enabled"
-            else:
-                kind = "mode_changed" if old.mode is not parsed_mode else "updated"
-            return event_fields(
-                kind,
-                actor=actor,
-                reason=clean,
-                at=SERVER_TIME,
-                mode=parsed_mode.value,
-                previous_mode=old.mode.value if old and old.mode else "",
-                duration=seconds,
-                auto_end=auto_end,
-                operations=list(requested) or None,
-                emergency=emergency_id or None,
-            )
-
-        # the store logs the audit event (events.log_audit_event)
-        return self.change_state(make_new, make_event, check=check)
+        return self.change_state(request.new_state, request.event)
 
     def disable(self, by: str | None = None, reason: str = "") -> MaintenanceStatus:
-        """Switch maintenance off for the whole fleet; a no-op if it is already off."""
-        actor = clean_actor(by)
-        note = clean_note(reason)
-        previous: list[MaintenanceMode | None] = []
+        """Switch maintenance off for the whole fleet; a no-op if it is already off.
 
-        def disabled_event(old: MaintenanceStatus | None) -> dict[str, str]:
-            previous.append(old.mode if old else None)
-            return event_fields(
-                "disabled",
-                actor=actor,
-                reason=note,
-                at=SERVER_TIME,
-                previous_mode=old.mode.value if old and old.mode else "",
-            )
+        After a real change, this process's deactivation hooks run (the emergency's
+        checks, see `add_deactivation_hook`)."""
+        request = Disabling.parse(by, reason)
+        previous: list[MaintenanceStatus] = []
+
+        def make_event(old: MaintenanceStatus | None) -> dict[str, str]:
+            previous[:] = [old] if old is not None else []
+            return request.event(old)
 
         status = self.change_state(
             lambda old: INACTIVE,
-            disabled_event,
+            make_event,
             skip_if=lambda old: old is None or not old.is_active,
         )
-        if previous and previous[-1] is MaintenanceMode.EMERGENCY:
-            from .emergency import after_disable
-
-            # Workers consume again, terminated jobs left no in-flight records; warns if not.
-            after_disable(self, actor)
+        for hook in list(self._deactivation_hooks) if previous else ():
+            try:
+                hook(self, previous[0], request.actor)
+            except Exception:  # the switch itself succeeded
+                logger.exception("maintenance-guard deactivation hook failed")
         return status
+
+    def change_state(
+        self,
+        make_new: Callable[[MaintenanceStatus | None], MaintenanceStatus],
+        make_event: Callable[[MaintenanceStatus | None], dict[str, str]],
+        *,
+        skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
+        check: StateCheck | None = None,
+    ) -> MaintenanceStatus:
+        """Compare-and-set the stored state: ``make_new(old)`` and ``make_event(old)`` are
+        built from the state read just before the write, retried if another change lands
+        in between; ``check(old)`` may raise to refuse it. ``changed_at`` (and
+        ``started_at`` when ``make_new`` leaves it None) are stamped with Redis' clock.
+        Returns the current state as this process now sees it."""
+        for _attempt in range(20):
+            read_at = self._installs
+            old = self.store.load_state()
+            if skip_if is not None and skip_if(old):
+                if old is not None:
+                    self.install(old, read_at)
+                return self.current()
+            if check is not None:
+                check(old)
+            new = make_new(old)
+            fields = dict(new.to_fields())
+            fields["changed_at"] = SERVER_TIME
+            if new.mode is not None and new.started_at is None:
+                fields["started_at"] = SERVER_TIME
+            expected = old.version if old is not None else 0
+            try:
+                stored = self.store.change_state(fields, make_event(old), expected)
+            except ConcurrentChange:
+                continue
+            self.install(stored, read_at)
+            return self.current()
+        raise ConcurrentChange("the maintenance state kept changing; try again")
 
     def emergency(
         self,
@@ -440,16 +356,18 @@ class MaintenanceGuard:
         by: str | None = None,
         *,
         celery_app: Any = None,
-        sessions: Any = None,
+        sessions: SessionInvalidator | None | bool = None,
         wait: bool = True,
-        progress: Callable[[str, float, float, int], None] | None = None,
-    ) -> Any:
+        progress: EmergencyProgress | None = None,
+    ) -> EmergencyReport:
         """Emergency maintenance: refuse everything now, pause the workers, let running
         jobs finish within ``grace_period`` seconds, then terminate and record the rest.
 
-        Returns an `EmergencyReport`; see `maintenance_guard.emergency.run_emergency`
-        (blocking unless ``wait=False``). Raises `InvalidInput` before changing anything.
+        Delegates to `maintenance_guard.emergency.run_emergency` (blocking unless
+        ``wait=False``). Raises `InvalidInput` before changing anything.
         """
+        # The emergency service is built on the guard (it imports this module only for
+        # types): imported here, so the core does not load it until it is used.
         from .emergency import run_emergency
 
         return run_emergency(
@@ -464,13 +382,28 @@ class MaintenanceGuard:
             progress=progress,
         )
 
+    def drain(
+        self,
+        timeout: float = 300.0,
+        operations: Iterable[str | Operation] | None = None,
+        *,
+        queued: str = "hold",
+        celery_app: Any = None,
+        by: str | None = None,
+    ) -> DrainResult:
+        """Wait until no tracked job (of ``operations``) is in flight and no blocked
+        message published before maintenance can start; a `DrainResult` (``drained``
+        False on timeout). See `maintenance_guard.drain.drain` for the policies."""
+        from .drain import drain  # a service built on the guard, as `emergency` above
+
+        names = None if operations is None else [str(op) for op in operations]
+        return drain(self, timeout, names, queued=queued, celery_app=celery_app, by=by)
+
     def attempt_counts(self) -> dict[str, Any]:
         """Fleet-wide attempt counters, nested {kind: {operation: {surface: n}}}.
 
         Flushes this process's buffer first. Raises `StoreUnavailable`.
         """
-        from .events import summarise_counts
-
         self.flush()
         return summarise_counts(self.store.read_attempt_counts())
 
@@ -480,23 +413,7 @@ class MaintenanceGuard:
             raise InvalidInput("limit must be between 1 and 10000")
         return self.store.read_events(limit=limit, since=since)
 
-    def drain(
-        self,
-        timeout: float = 300.0,
-        operations: Iterable[str | Operation] | None = None,
-        *,
-        queued: str = "hold",
-        celery_app: Any = None,
-        by: str | None = None,
-    ) -> Any:
-        """Wait until no tracked job (of ``operations``) is in flight and no blocked
-        message published before maintenance can start; returns a
-        `maintenance_guard.drain.DrainResult` (``drained`` False on timeout). See
-        `maintenance_guard.drain.drain` for the ``queued`` policies."""
-        from .drain import drain
-
-        names = None if operations is None else [str(op) for op in operations]
-        return drain(self, timeout, names, queued=queued, celery_app=celery_app, by=by)
+    # ------------------------------------------------------------------ hooks
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(status)`` from the watcher thread after every state change."""
@@ -505,16 +422,21 @@ class MaintenanceGuard:
 
     def remove_listener(self, listener: ChangeListener) -> None:
         """Stop calling ``listener``."""
-        try:
+        if listener in self._listeners:
             self._listeners.remove(listener)
-        except ValueError:
-            pass
 
     def add_periodic(self, task: PeriodicTask, every: float) -> None:
         """Call ``task()`` from the watcher thread about every ``every`` seconds (after a
         poll; at most once a poll). Exceptions are logged, never raised."""
-        self._periodic.append([task, every, 0.0])
+        self._periodic.append((task, every))
+        self._watcher.add_periodic(task, every)
         self.start()
+
+    def add_deactivation_hook(self, hook: DeactivationHook) -> None:
+        """Call ``hook(guard, previous_state, actor)`` in this process after each of its
+        own `disable` calls that switched maintenance off (once per hook)."""
+        if hook not in self._deactivation_hooks:
+            self._deactivation_hooks.append(hook)
 
     # ------------------------------------------------------------------ sync
 
@@ -525,16 +447,16 @@ class MaintenanceGuard:
         try:
             stored = self.store.load_state()
         except StoreUnavailable as exc:
-            self._note_store_error(exc)
+            self.note_store_error(exc)
             if raise_errors:
                 raise
             return self._snapshot.status
         if stored is None:
             if self._snapshot.known and self._snapshot.status.is_active:
-                self._restore_lost_state()
+                self.restore_lost_state()
                 return self._snapshot.status
             stored = INACTIVE
-        self._install(stored, read_at)
+        self.install(stored, read_at)
         return self._snapshot.status
 
     def start(self) -> None:
@@ -542,29 +464,19 @@ class MaintenanceGuard:
         if self._watching:
             return
         with self._start_lock:
-            if self._watching:
-                return
-            self._stop_event.clear()
-            thread = threading.Thread(
-                target=self._watch, name="maintenance-guard-watcher", daemon=True
-            )
-            self._watching = True
-            self._thread = thread
-            thread.start()
+            if not self._watching:
+                self._watcher.start()
+                self._watching = True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the watcher, flush buffered counters and records, and say so in this
         process's presence record (a validation report tells a clean exit from a crash)."""
-        self._stop_event.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
         was_watching = self._watching
+        self._watcher.stop(timeout)
         self._watching = False
-        self._thread = None
         self.flush()
-        if was_watching or self._recorder.total:
-            self._record_presence(exited=True)
+        if was_watching or self.recorder.total:
+            self._watcher.record_presence(exited=True)
 
     def flush(self) -> None:
         """Write buffered attempt counters and test records to the store now.
@@ -573,79 +485,35 @@ class MaintenanceGuard:
         unreachable): a flush running on the watcher thread is waited for.
         """
         with self._flush_lock:
-            counts, records = self._recorder.take()
+            counts, records = self.recorder.take()
             if not counts and not records:
                 return
             try:
                 self.store.record_attempts(counts, [r.to_fields() for r in records])
             except StoreUnavailable as exc:
-                self._recorder.put_back(counts, records)
-                self._note_store_error(exc)
+                self.recorder.put_back(counts, records)
+                self.note_store_error(exc)
                 return
-            self._recorder.note_flushed(len(records))
+            self.recorder.note_flushed(len(records))
 
-    # ------------------------------------------------------------------ internals
-
-    def _reset_process_state(self) -> None:
-        self._recorder = AttemptRecorder()
-        self._flush_lock = threading.Lock()
-        self._install_lock = threading.Lock()
-        self._installs = 0
-        self._start_lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._watching = False
-        self._thread = None
-
-    def _unknown_snapshot(self) -> _Snapshot:
-        if self.settings.on_store_error == "closed":
-            status = MaintenanceStatus(mode=MaintenanceMode.NORMAL, reason=UNKNOWN_STATE_REASON)
-            return self._snapshot_of(status, known=False)
-        return self._snapshot_of(INACTIVE, known=False)
-
-    def _normal_blocked(self, requested: tuple[str, ...]) -> frozenset[str]:
-        known = tuple(op for op in requested if op in self.catalog)
-        if known:
-            return frozenset(known)
-        if self.settings.blocked_operations is not None:
-            return frozenset(self.settings.blocked_operations)
-        return frozenset(self.catalog.high_risk())
-
-    def _snapshot_of(self, status: MaintenanceStatus, *, known: bool = True) -> _Snapshot:
-        normal_blocked = self._normal_blocked(status.blocked_operations)
-        if status.mode is MaintenanceMode.NORMAL:
-            blocked = normal_blocked
-        else:
-            blocked = blocked_operations_for(status.mode, self.catalog)
-        ordered = tuple(op for op in self.catalog.names() if op in blocked)
-        status = replace(status, blocked_operations=ordered)
-        end_at = status.estimated_completion if status.auto_end else None
-        return _Snapshot(status, blocked, normal_blocked, end_at, known)
-
-    def _install(self, stored: MaintenanceStatus, read_at: int | None = None) -> None:
-        """Swap in ``stored``; ``read_at`` is `_installs` when the read was issued."""
+    def install(self, stored: MaintenanceStatus, read_at: int | None = None) -> None:
+        """Swap in ``stored`` (read when `_installs` was ``read_at``) unless this process
+        already knows a newer state of the same history; calls the listeners on a change."""
         if read_at is None:
             read_at = self._installs
         with self._install_lock:
             old = self._snapshot
             same_history = stored.generation == old.status.generation
-            if (
-                old.known
-                and same_history
-                and stored.version == old.status.version
-                and stored.mode == old.mode
-            ):
-                return
-            if (
-                old.known
-                and same_history
-                and stored.version < old.status.version
-                and read_at < self._installs
-            ):
-                # A read that raced a newer install (watcher vs. admin call): installing it
-                # would move this process back in time. A lower version read after the last
-                # install, or one of another history (the store restarted empty), is real.
-                return
-            self._snapshot = self._snapshot_of(stored)
+            if old.known and same_history and stored.version == old.status.version:
+                if stored.mode == old.mode:
+                    return
+            elif old.known and same_history and stored.version < old.status.version:
+                if read_at < self._installs:
+                    # A read that raced a newer install (watcher vs. admin call): it would
+                    # move this process back in time. A lower version read after the last
+                    # install, or one of another history (an empty restart), is real.
+                    return
+            self._snapshot = build_snapshot(stored, self.catalog, self.settings)
             self._installs += 1
         if old.known and self._snapshot.stamp != old.stamp:
             for listener in list(self._listeners):
@@ -654,42 +522,9 @@ class MaintenanceGuard:
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
 
-    def change_state(
-        self,
-        make_new: Callable[[MaintenanceStatus | None], MaintenanceStatus],
-        make_event: Callable[[MaintenanceStatus | None], dict[str, str]],
-        *,
-        skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
-        check: StateCheck | None = None,
-    ) -> MaintenanceStatus:
-        """Compare-and-set the stored state: ``make_new(old)`` and ``make_event(old)`` are
-        built from the state read just before the write, retried if another change lands
-        in between. ``started_at`` and ``changed_at`` are stamped with Redis' clock.
-        Returns the current state as this process now sees it."""
-        for _attempt in range(20):
-            read_at = self._installs
-            old = self.store.load_state()
-            if skip_if is not None and skip_if(old):
-                if old is not None:
-                    self._install(old, read_at)
-                return self.current()
-            if check is not None:
-                check(old)
-            expected = old.version if old is not None else 0
-            new = make_new(old)
-            fields = dict(new.to_fields())
-            fields["changed_at"] = SERVER_TIME
-            if new.mode is not None and new.started_at is None:
-                fields["started_at"] = SERVER_TIME
-            try:
-                stored = self.store.change_state(fields, make_event(old), expected)
-            except ConcurrentChange:
-                continue
-            self._install(stored, read_at)
-            return self.current()
-        raise ConcurrentChange("the maintenance state kept changing; try again")
-
-    def _restore_lost_state(self) -> None:
+    def restore_lost_state(self) -> None:
+        """Write the state this process enforces back into a store that lost it (Redis
+        restarted without persistence); only the first process to try wins."""
         lost = self._snapshot.status
         event = event_fields(
             "state_restored",
@@ -702,155 +537,13 @@ class MaintenanceGuard:
             self.store.restore_state(lost, event)  # logs state_restored if it won
             stored = self.store.load_state()
         except StoreUnavailable as exc:
-            self._note_store_error(exc)
+            self.note_store_error(exc)
             return
         if stored is not None:
-            self._install(stored)
+            self.install(stored)
 
-    def _auto_end(self) -> None:
-        snap = self._snapshot
-        if snap.end_at is None:
-            return
-        event = event_fields(
-            "auto_ended",
-            actor="maintenance-guard",
-            reason="the announced end time passed (auto_end)",
-            at=SERVER_TIME,
-            previous_mode=snap.mode.value if snap.mode else "",
-        )
-        fields = dict(INACTIVE.to_fields())
-        fields["changed_at"] = SERVER_TIME
-        try:
-            # Redis' clock decides: a process whose clock runs ahead cannot end it early.
-            stored = self.store.change_state(
-                fields, event, expected_version=snap.status.version, not_before=snap.end_at
-            )
-        except ChangeTooEarly:
-            return  # this process's clock estimate was a little ahead; try at the next poll
-        except ConcurrentChange:
-            self.refresh()  # another process ended or changed it first
-            return
-        except StoreUnavailable as exc:
-            self._note_store_error(exc)
-            return
-        self._install(stored)
-
-    def _watch(self) -> None:
-        subscription = None
-        interval = self.settings.poll_interval
-        next_poll = 0.0
-        next_auto_end = 0.0
-        stop = self._stop_event
-        while not stop.is_set():
-            now = time.monotonic()
-            if subscription is None:
-                try:
-                    subscription = self.store.subscribe()
-                    next_poll = 0.0  # we may have missed messages while unsubscribed
-                except StoreUnavailable as exc:
-                    self._note_store_error(exc)
-                    stop.wait(min(interval, 0.5))
-            stamp: StateStamp | None = None
-            if subscription is not None:
-                try:
-                    stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
-                except StoreUnavailable as exc:
-                    self._note_store_error(exc)
-                    subscription.close()
-                    subscription = None
-                    continue
-            if stop.is_set():
-                break
-            if stamp is not None and stamp != self._snapshot.stamp:
-                self.refresh()
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + interval
-                self._poll()
-                self.flush()
-                self._run_periodic()
-            snap = self._snapshot
-            if (
-                snap.end_at is not None
-                and self.now() >= snap.end_at
-                and time.monotonic() >= next_auto_end
-            ):
-                next_auto_end = time.monotonic() + min(interval, 0.2)
-                self._auto_end()
-        if subscription is not None:
-            subscription.close()
-
-    def _poll(self) -> None:
-        """One round trip: the stored stamp, Redis' clock (to correct this process's
-        clock by) and this process's presence record."""
-        sent = self._clock()
-        try:
-            result = self.store.poll(_presence_member(), self._presence_fields(sent))
-        except StoreUnavailable as exc:
-            self._note_store_error(exc)
-            return
-        received = self._clock()
-        self._correct_clock(sent, received, result.server_time)
-        snap = self._snapshot
-        if result.stamp is None:
-            if snap.known and snap.status.is_active:
-                self._restore_lost_state()
-            elif not snap.known or snap.status.generation:
-                self.refresh()  # never read, or the store restarted empty
-        elif result.stamp != snap.stamp or not snap.known:
-            self.refresh()
-
-    def _correct_clock(self, sent: float, received: float, server_time: float) -> None:
-        """Offset to Redis' clock from the reading with the shortest round trip among the
-        last few (its error is at most half that round trip); none within that error."""
-        rtt = received - sent
-        if rtt > MAX_CLOCK_SAMPLE_RTT:
-            return
-        self._clock_samples.append((rtt, server_time - (sent + received) / 2))
-        best_rtt, offset = min(self._clock_samples)
-        self._clock_offset = 0.0 if abs(offset) <= best_rtt / 2 + CLOCK_TOLERANCE else offset
-
-    def _run_periodic(self) -> None:
-        now = time.monotonic()
-        for entry in list(self._periodic):
-            task, every, due = entry
-            if now < due:
-                continue
-            entry[2] = now + every
-            try:
-                task()
-            except Exception:  # a periodic task must not stop the watcher
-                logger.exception("maintenance-guard periodic task failed")
-
-    def _presence_fields(self, now: float, *, exited: bool = False) -> dict[str, object]:
-        snap = self._snapshot
-        fields: dict[str, object] = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "role": self.role,
-            "version": snap.status.version if snap.known else None,
-            "generation": snap.status.generation if snap.known else None,
-            "mode": snap.status.mode.value if snap.status.mode else None,
-            "seen_at": now + self._clock_offset,
-            "poll_interval": self.settings.poll_interval,
-            "recorded": self._recorder.total,
-            "flushed": self._recorder.flushed,
-        }
-        if exited:
-            fields["exited"] = True
-        return fields
-
-    def _record_presence(self, *, exited: bool = False) -> None:
-        # The watcher's poll writes this once a poll (see `_poll`); a validation report
-        # tells from it which version each live process has seen and whether a process
-        # that ended flushed its records first (see validation.py).
-        try:
-            self.store.record_presence(
-                _presence_member(), self._presence_fields(self._clock(), exited=exited)
-            )
-        except StoreUnavailable as exc:
-            self._note_store_error(exc)
-
-    def _note_store_error(self, exc: Exception) -> None:
+    def note_store_error(self, exc: Exception) -> None:
+        """Count a store error; log it at most every 30 s."""
         self.store_errors += 1
         now = time.monotonic()
         if now - self._last_error_log >= 30:
@@ -861,27 +554,29 @@ class MaintenanceGuard:
                 extra={"mg_event": "store_error", "mg_errors": self.store_errors},
             )
 
-
-def _presence_member() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _default_role() -> str:
-    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    name = os.path.basename(path)
-    if name == "__main__.py":  # python -m celery: name the package, not its __main__
-        name = os.path.basename(os.path.dirname(path))
-    return name or "python"
+    def _reset_process_state(self) -> None:
+        old = getattr(self, "_watcher", None)
+        self.recorder = AttemptRecorder()
+        self._flush_lock = threading.Lock()
+        self._install_lock = threading.Lock()
+        self._installs = 0
+        self._start_lock = threading.Lock()
+        self._watching = False
+        self._watcher = StateWatcher(self)
+        if old is not None:
+            self._watcher.offset = old.offset
+        for task, every in self._periodic:
+            self._watcher.add_periodic(task, every)
 
 
 def _flush_at_exit(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:
     guard = ref()
-    if guard is None or not (guard._watching or guard._recorder.total):
+    if guard is None or not (guard._watching or guard.recorder.total):
         return
     # Not `stop()`: joining the watcher could hold the exit up to a poll interval.
-    guard._stop_event.set()
+    guard._watcher.stop_event.set()
     guard.flush()
-    guard._record_presence(exited=True)
+    guard._watcher.record_presence(exited=True)
 
 
 def _after_fork(ref: weakref.ReferenceType[MaintenanceGuard]) -> None:

@@ -42,8 +42,8 @@ def _prefix_of(thread: threading.Thread) -> str | None:
     # the guard, or the first argument that has a store, tells the key prefix.
     target = getattr(thread, "_target", None)
     for candidate in (getattr(target, "__self__", None), *getattr(thread, "_args", ())):
-        store = getattr(candidate, "store", None)
-        prefix = getattr(store, "prefix", None)
+        owner = getattr(candidate, "guard", candidate)  # a guard's watcher, an emergency run
+        prefix = getattr(getattr(owner, "store", None), "prefix", None)
         if isinstance(prefix, str):
             return prefix
     return None
@@ -56,9 +56,10 @@ def stop_local_writers(prefix: str, timeout: float = 30.0) -> None:
     for thread in threading.enumerate():
         if thread.name not in (_WATCHER, _EMERGENCY) or _prefix_of(thread) != prefix:
             continue
-        owner = getattr(getattr(thread, "_target", None), "__self__", None)
-        if thread.name == _WATCHER and hasattr(owner, "stop"):
-            owner.stop(timeout=2)
+        watcher = getattr(getattr(thread, "_target", None), "__self__", None)
+        guard = getattr(watcher, "guard", None)
+        if thread.name == _WATCHER and hasattr(guard, "stop"):
+            guard.stop(timeout=2)  # the guard's, not only the thread: it would restart
         else:
             thread.join(timeout)
 

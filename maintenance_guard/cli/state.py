@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..emergency import watch_deactivation
 from ..inputs import format_duration
 from ..modes import MaintenanceMode
 from ..status import MaintenanceStatus, iso_utc
@@ -128,8 +129,9 @@ def enable(
 @click.pass_context
 @cli_errors
 def disable(ctx: click.Context, by: str | None, reason: str) -> None:
-    """Switch maintenance off."""
+    """Switch maintenance off (after an emergency, then check the fleet resumed)."""
     guard = get_guard(ctx)
+    watch_deactivation(guard)
     was_active = guard.current().is_active
     guard.disable(by=by, reason=reason)
     click.echo("Maintenance: OFF" if was_active else "Maintenance was not active; nothing changed.")

@@ -1,0 +1,235 @@
+"""`StateWatcher`: the background thread that keeps one guard's state fresh.
+
+It listens for change notifications (pub/sub is at-most-once) and polls about once a
+`poll_interval` to repair a missed one; the poll also measures this process's clock
+against Redis' (`offset`), writes the process's presence record, and is when buffered
+attempt counters are flushed and periodic tasks (`add_periodic`) run. It ends an
+auto-ending maintenance on time (Redis' clock decides) and restores a state that Redis
+lost. One thread per guard and process; a forked child starts its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ChangeTooEarly, ConcurrentChange, StoreUnavailable
+from .status import INACTIVE
+from .store import SERVER_TIME, StateStamp, event_fields
+
+if TYPE_CHECKING:
+    from .guard import MaintenanceGuard
+
+logger = logging.getLogger("maintenance_guard")
+
+PeriodicTask = Callable[[], None]
+
+# A clock reading whose round trip took longer than this is too uncertain to correct by.
+MAX_CLOCK_SAMPLE_RTT = 0.25
+# Clocks that agree within a reading's uncertainty plus this are taken as equal (on one
+# machine they are): correcting by noise would move publish stamps across `enable`.
+CLOCK_TOLERANCE = 0.002
+CLOCK_SAMPLES = 8
+
+
+def presence_member() -> str:
+    """This process's name in the presence records: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_role() -> str:
+    """The role shown in the presence record: the program's name."""
+    path = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(path)
+    if name == "__main__.py":  # python -m celery: name the package, not its __main__
+        name = os.path.basename(os.path.dirname(path))
+    return name or "python"
+
+
+class StateWatcher:
+    """The watcher thread of one guard (see the module docstring). Not thread-safe to
+    start from several threads at once: the guard serialises `start`."""
+
+    def __init__(self, guard: MaintenanceGuard) -> None:
+        self.guard = guard
+        # Seconds to add to the guard's clock to read Redis' clock.
+        self.offset = 0.0
+        self._samples: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=CLOCK_SAMPLES
+        )
+        # [task, every (s), next due (monotonic)]
+        self.periodic: list[list[Any]] = []
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run the watcher thread (once)."""
+        self.stop_event.clear()
+        self.thread = threading.Thread(
+            target=self._watch, name="maintenance-guard-watcher", daemon=True
+        )
+        self.thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop the thread and wait up to ``timeout`` for it."""
+        self.stop_event.set()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self.thread = None
+
+    def add_periodic(self, task: PeriodicTask, every: float) -> None:
+        """Call ``task()`` about every ``every`` seconds, after a poll."""
+        self.periodic.append([task, every, 0.0])
+
+    def presence(self, *, exited: bool = False) -> dict[str, object]:
+        """This process's presence record now."""
+        guard = self.guard
+        snap = guard.snapshot
+        fields: dict[str, object] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "role": guard.role,
+            "version": snap.status.version if snap.known else None,
+            "generation": snap.status.generation if snap.known else None,
+            "mode": snap.status.mode.value if snap.status.mode else None,
+            "seen_at": guard.now(),
+            "poll_interval": guard.settings.poll_interval,
+            "recorded": guard.recorder.total,
+            "flushed": guard.recorder.flushed,
+        }
+        if exited:
+            fields["exited"] = True
+        return fields
+
+    def record_presence(self, *, exited: bool = False) -> None:
+        """Write this process's presence record now (a report tells from it which state
+        each live process has seen, and whether one that ended flushed first)."""
+        try:
+            self.guard.store.record_presence(presence_member(), self.presence(exited=exited))
+        except StoreUnavailable as exc:
+            self.guard.note_store_error(exc)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _watch(self) -> None:
+        guard = self.guard
+        subscription = None
+        interval = guard.settings.poll_interval
+        next_poll = 0.0
+        next_auto_end = 0.0
+        stop = self.stop_event
+        while not stop.is_set():
+            now = time.monotonic()
+            if subscription is None:
+                try:
+                    subscription = guard.store.subscribe()
+                    next_poll = 0.0  # we may have missed messages while unsubscribed
+                except StoreUnavailable as exc:
+                    guard.note_store_error(exc)
+                    stop.wait(min(interval, 0.5))
+            stamp: StateStamp | None = None
+            if subscription is not None:
+                try:
+                    stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
+                except StoreUnavailable as exc:
+                    guard.note_store_error(exc)
+                    subscription.close()
+                    subscription = None
+                    continue
+            if stop.is_set():
+                break
+            if stamp is not None and stamp != guard.snapshot.stamp:
+                guard.refresh()
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + interval
+                self._poll()
+                guard.flush()
+                self._run_periodic()
+            snap = guard.snapshot
+            if (
+                snap.end_at is not None
+                and guard.now() >= snap.end_at
+                and time.monotonic() >= next_auto_end
+            ):
+                next_auto_end = time.monotonic() + min(interval, 0.2)
+                self._auto_end()
+        if subscription is not None:
+            subscription.close()
+
+    def _poll(self) -> None:
+        """One round trip: the stored stamp, Redis' clock and the presence record."""
+        guard = self.guard
+        sent = guard.clock()
+        try:
+            result = guard.store.poll(presence_member(), self.presence())
+        except StoreUnavailable as exc:
+            guard.note_store_error(exc)
+            return
+        self._correct_clock(sent, guard.clock(), result.server_time)
+        snap = guard.snapshot
+        if result.stamp is None:
+            if snap.known and snap.status.is_active:
+                guard.restore_lost_state()
+            elif not snap.known or snap.status.generation:
+                guard.refresh()  # never read, or the store restarted empty
+        elif result.stamp != snap.stamp or not snap.known:
+            guard.refresh()
+
+    def _correct_clock(self, sent: float, received: float, server_time: float) -> None:
+        """Offset to Redis' clock from the reading with the shortest round trip among the
+        last few (its error is at most half that round trip); none within that error."""
+        rtt = received - sent
+        if rtt > MAX_CLOCK_SAMPLE_RTT:
+            return
+        self._samples.append((rtt, server_time - (sent + received) / 2))
+        best_rtt, offset = min(self._samples)
+        self.offset = 0.0 if abs(offset) <= best_rtt / 2 + CLOCK_TOLERANCE else offset
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for entry in list(self.periodic):
+            task, every, due = entry
+            if now < due:
+                continue
+            entry[2] = now + every
+            try:
+                task()
+            except Exception:  # a periodic task must not stop the watcher
+                logger.exception("maintenance-guard periodic task failed")
+
+    def _auto_end(self) -> None:
+        guard = self.guard
+        snap = guard.snapshot
+        if snap.end_at is None:
+            return
+        event = event_fields(
+            "auto_ended",
+            actor="maintenance-guard",
+            reason="the announced end time passed (auto_end)",
+            at=SERVER_TIME,
+            previous_mode=snap.mode.value if snap.mode else "",
+        )
+        fields = dict(INACTIVE.to_fields())
+        fields["changed_at"] = SERVER_TIME
+        try:
+            # Redis' clock decides: a process whose clock runs ahead cannot end it early.
+            stored = guard.store.change_state(
+                fields, event, expected_version=snap.status.version, not_before=snap.end_at
+            )
+        except ChangeTooEarly:
+            return  # this process's clock estimate was a little ahead; try at the next poll
+        except ConcurrentChange:
+            guard.refresh()  # another process ended or changed it first
+            return
+        except StoreUnavailable as exc:
+            guard.note_store_error(exc)
+            return
+        guard.install(stored)
