@@ -25,7 +25,7 @@ from .status import INACTIVE
 from .store import SERVER_TIME, StateStamp, event_fields
 
 if TYPE_CHECKING:
-    from .guard import MaintenanceGuard
+    from .state import GuardState
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -57,7 +57,7 @@ class StateWatcher:
     """The watcher thread of one guard (see the module docstring). Not thread-safe to
     start from several threads at once: the guard serialises `start`."""
 
-    def __init__(self, guard: MaintenanceGuard) -> None:
+    def __init__(self, guard: GuardState) -> None:
         self.guard = guard
         # Seconds to add to the guard's clock to read Redis' clock.
         self.offset = 0.0

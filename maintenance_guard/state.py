@@ -1,0 +1,262 @@
+"""`GuardState`: the maintenance state one process holds and keeps fresh.
+
+The base of `MaintenanceGuard`: the store, the settings and catalog, the immutable
+`Snapshot` the hot path reads (swapped in whole by `install`), the `StateWatcher` thread
+that keeps it fresh, the buffered attempt counters and their flush, change listeners and
+periodic tasks, and what happens at fork and at exit. No enable, disable or checks here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import replace
+
+from .errors import StoreUnavailable
+from .events import AttemptRecorder
+from .modes import OperationCatalog, OperationMap
+from .settings import GuardSettings
+from .snapshot import Snapshot, build_snapshot, unknown_snapshot
+from .status import INACTIVE, MaintenanceStatus
+from .store import StateStore, event_fields
+from .watcher import PeriodicTask, StateWatcher, default_role
+
+logger = logging.getLogger("maintenance_guard")
+
+Clock = Callable[[], float]
+ChangeListener = Callable[[MaintenanceStatus], None]
+
+
+class GuardState:
+    """The state this process enforces, kept fresh by a watcher thread. Thread-safe."""
+
+    recorder: AttemptRecorder
+    _watcher: StateWatcher
+    _watching: bool
+
+    def __init__(
+        self,
+        store: StateStore,
+        settings: GuardSettings | None = None,
+        *,
+        catalog: OperationCatalog | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings or GuardSettings()
+        self.catalog = catalog or OperationCatalog()
+        self.task_operations = OperationMap(self.settings.task_operations)
+        self.endpoint_operations = OperationMap(self.settings.endpoint_operations)
+        self.task_operations.validate(self.catalog)
+        self.endpoint_operations.validate(self.catalog)
+        for name in self.settings.blocked_operations or ():
+            self.catalog.require(name)
+        self.clock = clock
+        # Shown in the process presence record; adapters set "worker", "web", ...
+        self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or default_role()
+        self._listeners: list[ChangeListener] = []
+        self._periodic: list[tuple[PeriodicTask, float]] = []
+        self.store_errors = 0
+        self._last_error_log = 0.0
+        self._reset_process_state()
+        self._snapshot = unknown_snapshot(self.catalog, self.settings)
+        self.refresh()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        # Buffered attempt counts and test records reach the store when the process ends.
+        atexit.register(_flush_at_exit, ref)
+
+    def current(self) -> MaintenanceStatus:
+        """The in-memory state (no I/O, no job count); expired auto-end reads as inactive."""
+        snap = self._snapshot
+        if snap.end_at is not None and self.now() >= snap.end_at:
+            return replace(INACTIVE, version=snap.status.version, generation=snap.status.generation)
+        return snap.status
+
+    def now(self) -> float:
+        """Epoch seconds on Redis' clock: this process's clock corrected by the offset
+        the watcher measures at each poll (so a process whose clock is off decides times
+        as the fleet does). Memory only."""
+        return self.clock() + self._watcher.offset
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """What the hot path reads now."""
+        return self._snapshot
+
+    @property
+    def state_known(self) -> bool:
+        """False until the state has been read from the store at least once."""
+        return self._snapshot.known
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(status)`` from the watcher thread after every state change."""
+        self._listeners.append(listener)
+        self.start()
+
+    def remove_listener(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener``."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def add_periodic(self, task: PeriodicTask, every: float) -> None:
+        """Call ``task()`` from the watcher thread about every ``every`` seconds (after a
+        poll; at most once a poll). Exceptions are logged, never raised."""
+        self._periodic.append((task, every))
+        self._watcher.add_periodic(task, every)
+        self.start()
+
+    # ------------------------------------------------------------------ sync
+
+    def refresh(self, *, raise_errors: bool = False) -> MaintenanceStatus:
+        """Read the state from the store now. On failure keep the last known state
+        (or raise `StoreUnavailable` if ``raise_errors``)."""
+        read_at = self._installs
+        try:
+            stored = self.store.load_state()
+        except StoreUnavailable as exc:
+            self.note_store_error(exc)
+            if raise_errors:
+                raise
+            return self._snapshot.status
+        if stored is None:
+            if self._snapshot.known and self._snapshot.status.is_active:
+                self.restore_lost_state()
+                return self._snapshot.status
+            stored = INACTIVE
+        self.install(stored, read_at)
+        return self._snapshot.status
+
+    def start(self) -> None:
+        """Start the background watcher (idempotent; done lazily by the checks)."""
+        if self._watching:
+            return
+        with self._start_lock:
+            if not self._watching:
+                self._watcher.start()
+                self._watching = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the watcher, flush buffered counters and records, and say so in this
+        process's presence record (a validation report tells a clean exit from a crash)."""
+        was_watching = self._watching
+        self._watcher.stop(timeout)
+        self._watching = False
+        self.flush()
+        if was_watching or self.recorder.total:
+            self._watcher.record_presence(exited=True)
+
+    def flush(self) -> None:
+        """Write buffered attempt counters and test records to the store now.
+
+        On return, everything recorded before the call is in the store (unless it is
+        unreachable): a flush running on the watcher thread is waited for.
+        """
+        with self._flush_lock:
+            counts, records = self.recorder.take()
+            if not counts and not records:
+                return
+            try:
+                self.store.record_attempts(counts, [r.to_fields() for r in records])
+            except StoreUnavailable as exc:
+                self.recorder.put_back(counts, records)
+                self.note_store_error(exc)
+                return
+            self.recorder.note_flushed(len(records))
+
+    def install(self, stored: MaintenanceStatus, read_at: int | None = None) -> None:
+        """Swap in ``stored`` (read when `_installs` was ``read_at``) unless this process
+        already knows a newer state of the same history; calls the listeners on a change."""
+        if read_at is None:
+            read_at = self._installs
+        with self._install_lock:
+            old = self._snapshot
+            same_history = stored.generation == old.status.generation
+            if old.known and same_history and stored.version == old.status.version:
+                if stored.mode == old.mode:
+                    return
+            elif old.known and same_history and stored.version < old.status.version:
+                if read_at < self._installs:
+                    # A read that raced a newer install (watcher vs. admin call): it would
+                    # move this process back in time. A lower version read after the last
+                    # install, or one of another history (an empty restart), is real.
+                    return
+            self._snapshot = build_snapshot(stored, self.catalog, self.settings)
+            self._installs += 1
+        if old.known and self._snapshot.stamp != old.stamp:
+            for listener in list(self._listeners):
+                try:
+                    listener(self._snapshot.status)
+                except Exception:  # a listener must not stop the watcher
+                    logger.exception("maintenance-guard change listener failed")
+
+    def restore_lost_state(self) -> None:
+        """Write the state this process enforces back into a store that lost it (Redis
+        restarted without persistence); only the first process to try wins."""
+        lost = self._snapshot.status
+        event = event_fields(
+            "state_restored",
+            actor="maintenance-guard",
+            reason="the store lost the maintenance state (Redis restarted without persistence)",
+            mode=lost.mode.value if lost.mode else "",
+            pid=str(os.getpid()),
+        )
+        try:
+            self.store.restore_state(lost, event)  # logs state_restored if it won
+            stored = self.store.load_state()
+        except StoreUnavailable as exc:
+            self.note_store_error(exc)
+            return
+        if stored is not None:
+            self.install(stored)
+
+    def note_store_error(self, exc: Exception) -> None:
+        """Count a store error; log it at most every 30 s."""
+        self.store_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= 30:
+            self._last_error_log = now
+            logger.warning(
+                "maintenance state store unreachable; enforcing the last known state: %s",
+                exc,
+                extra={"mg_event": "store_error", "mg_errors": self.store_errors},
+            )
+
+    def _reset_process_state(self) -> None:
+        old = getattr(self, "_watcher", None)
+        self.recorder = AttemptRecorder()
+        self._flush_lock = threading.Lock()
+        self._install_lock = threading.Lock()
+        self._installs = 0
+        self._start_lock = threading.Lock()
+        self._watching = False
+        self._watcher = StateWatcher(self)
+        if old is not None:
+            self._watcher.offset = old.offset
+        for task, every in self._periodic:
+            self._watcher.add_periodic(task, every)
+
+
+def _flush_at_exit(ref: weakref.ReferenceType[GuardState]) -> None:
+    guard = ref()
+    if guard is None or not (guard._watching or guard.recorder.total):
+        return
+    # Not `stop()`: joining the watcher could hold the exit up to a poll interval.
+    guard._watcher.stop_event.set()
+    guard.flush()
+    guard._watcher.record_presence(exited=True)
+
+
+def _after_fork(ref: weakref.ReferenceType[GuardState]) -> None:
+    guard = ref()
+    if guard is not None:
+        # Threads do not survive fork; the child starts its own watcher lazily, and
+        # drops the parent's unflushed counters so they are not counted twice.
+        guard._reset_process_state()
