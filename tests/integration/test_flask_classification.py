@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, jsonify
 
 from maintenance_guard import MaintenanceGuard
 from maintenance_guard.flask import FlaskMaintenance, maintenance_operation
-from maintenance_guard.flask_negotiation import prefers_json
+from maintenance_guard.flask.negotiation import prefers_json
 from tests.e2e.flask_support import LiveServer, http
 
 PATTERNS = {

@@ -85,8 +85,8 @@ def test_the_wheel_ships_the_demo_and_not_the_repository_example_app(wheel: Path
         "maintenance_guard/demo/web.py",
         "maintenance_guard/demo/worker.py",
         "maintenance_guard/demo/templates/demo_home.html",
-        "maintenance_guard/templates/mg_status.html",
-        "maintenance_guard/static/status.js",
+        "maintenance_guard/flask/templates/mg_status.html",
+        "maintenance_guard/flask/static/status.js",
         "maintenance_guard/py.typed",
     ):
         assert needed in names, needed

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .guard import MaintenanceGuard
-from .status import MaintenanceStatus
+from ..guard import MaintenanceGuard
+from ..status import MaintenanceStatus
 
 _MAILBOX_SIZE = 64
 

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
-from .errors import InvalidInput
-from .modes import MaintenanceMode
+from ..errors import InvalidInput
+from ..modes import MaintenanceMode
 
 _MAX_INT = 10**12  # beyond float range the duration parser would overflow
 

@@ -19,16 +19,18 @@ from flask import (
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
-from .errors import InvalidInput, StoreUnavailable
-from .events import summarise_counts
-from .flask_api import API, ApiError, csrf_token, register_api
-from .flask_refusal import about_duration, operation_labels
-from .inflight import InflightRegistry
-from .status import iso_utc
+from ..errors import InvalidInput, StoreUnavailable
+from ..events import summarise_counts
+from ..inflight import InflightRegistry
+from ..status import iso_utc
+from .api import API, ApiError, csrf_token, register_api
+from .bypass import BYPASS_COOKIE
+from .config import ConfigVars
+from .refusal import about_duration, operation_labels
 
 if TYPE_CHECKING:
-    from .flask import FlaskMaintenance
-    from .guard import MaintenanceGuard
+    from ..guard import MaintenanceGuard
+    from .extension import FlaskMaintenance
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -59,7 +61,7 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
 
     @bp.get("/maintenance/bypass/<path:secret>")
     def bypass(secret: str) -> BaseResponse:
-        if not ext.config["BYPASS_SECRET"]:
+        if not ext.config[ConfigVars.BYPASS_SECRET]:
             abort(404)
         address = request.remote_addr or "unknown"
         wait = ext.bypass_limiter.retry_after(address)
@@ -78,13 +80,11 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
         if not ext.bypass_secret_matches(secret):
             ext.bypass_limiter.record_failure(address)
             abort(404)
-        from .flask_bypass import BYPASS_COOKIE
-
         response = redirect("/")
         response.set_cookie(
             BYPASS_COOKIE,
             ext.make_bypass_cookie(),
-            max_age=int(ext.config["BYPASS_MAX_AGE"]),
+            max_age=int(ext.config[ConfigVars.BYPASS_MAX_AGE]),
             httponly=True,
             secure=request.is_secure,
             samesite="Lax",
@@ -148,7 +148,7 @@ def human_time(iso: str | None) -> str:
 def login_url(ext: FlaskMaintenance) -> str | None:
     """Where the 403 page sends people to sign in: ``MAINTENANCE_GUARD_LOGIN_URL`` (a URL or
     an endpoint name), else the app's ``login`` endpoint, with ``next`` set to this page."""
-    configured = ext.config["LOGIN_URL"]
+    configured = ext.config[ConfigVars.LOGIN_URL]
     target = str(configured) if configured else "login"
     if "/" in target:
         return target

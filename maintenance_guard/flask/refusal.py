@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Response, jsonify, render_template, url_for
 
-from .errors import MaintenanceActive
-from .guard import MaintenanceGuard
+from ..errors import MaintenanceActive
+from ..guard import MaintenanceGuard
 
 
 def about_duration(seconds: float) -> str:

@@ -19,16 +19,17 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
-from .errors import ConcurrentChange, InvalidInput, StoreUnavailable, UnknownOperation
-from .flask_bodies import DisableRequest, EmergencyRequest, EnableRequest
-from .flask_stream import TooManyStreams
-from .inputs import MAX_GRACE_SECONDS, clean_reason, parse_duration
-from .modes import MaintenanceMode
+from ..errors import ConcurrentChange, InvalidInput, StoreUnavailable, UnknownOperation
+from ..inputs import MAX_GRACE_SECONDS, clean_reason, parse_duration
+from ..modes import MaintenanceMode
+from ..status import MaintenanceStatus
+from .bodies import DisableRequest, EmergencyRequest, EnableRequest
+from .config import ConfigVars
 from .openapi import openapi_document
-from .status import MaintenanceStatus
+from .stream import TooManyStreams
 
 if TYPE_CHECKING:
-    from .flask import FlaskMaintenance
+    from .extension import FlaskMaintenance
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -96,7 +97,7 @@ def check_csrf() -> None:
 
 def read_json_body(ext: FlaskMaintenance, allowed: set[str], *, optional: bool) -> dict[str, Any]:
     """The request's JSON object; raises `ApiError` 400/413/415. Unknown fields are refused."""
-    limit = int(ext.config["MAX_BODY"])
+    limit = int(ext.config[ConfigVars.MAX_BODY])
     request.max_content_length = limit
     length = request.content_length
     if length is not None and length > limit:
@@ -161,7 +162,7 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
     def require_admin() -> None:
         if not ext.request_is_admin():
             raise ApiError(403, "forbidden", "administrator access required")
-        if ext.config["CSRF"]:
+        if ext.config[ConfigVars.CSRF]:
             check_csrf()
 
     def admin_route(rule: str, endpoint: str) -> Callable[[Callable[[], Response]], None]:
@@ -244,8 +245,8 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
         body = ext.broadcaster.stream(
             box,
             render,
-            heartbeat=float(ext.config["SSE_HEARTBEAT"]),
-            max_age=float(ext.config["SSE_MAX_AGE"]),
+            heartbeat=float(ext.config[ConfigVars.SSE_HEARTBEAT]),
+            max_age=float(ext.config[ConfigVars.SSE_MAX_AGE]),
         )
         response = Response(
             body,

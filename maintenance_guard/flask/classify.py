@@ -12,14 +12,17 @@ preflights open as ``read``. A mapping restricts itself to methods explicitly:
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import InvalidInput
-from .modes import Operation, OperationMap
+from ..errors import InvalidInput
+from ..modes import Operation, OperationMap
+
+logger = logging.getLogger("maintenance_guard")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,3 +167,45 @@ def view_declaration(view: object) -> tuple[str, frozenset[str] | None] | None:
         return None
     methods = getattr(view, "_maintenance_methods", None)
     return declared, methods if isinstance(methods, frozenset) else None
+
+
+def classify_request(
+    classifier: RequestClassifier,
+    view: object,
+    endpoint: str | None,
+    rule: str | None,
+    rule_methods: Iterable[str] | None,
+    method: str,
+    *,
+    unmapped_write: str | None,
+) -> str | None:
+    """The operation of one request: the view's `maintenance_operation`, else the first
+    pattern matching the endpoint or URL rule, else ``read`` for GET/HEAD/OPTIONS and
+    ``unmapped_write`` for other methods."""
+    only_safe = serves_only_safe(rule_methods)
+    declared = view_declaration(view)
+    if declared is not None and covers(declared[1], method, only_safe=only_safe):
+        return declared[0]
+    found = classifier.match(endpoint, rule, method, only_safe=only_safe)
+    if found is not None:
+        return found
+    if method in SAFE_METHODS:
+        return Operation.READ.value
+    return unmapped_write
+
+
+def warn_unmatched_patterns(
+    classifier: RequestClassifier, endpoints: Iterable[str], rules: Iterable[str], app_name: str
+) -> None:
+    """Log a warning per pattern that matches no endpoint and no URL rule of an app (a
+    blueprint renames endpoint ``create_job`` to ``v2.create_job``)."""
+    for pattern in classifier.unmatched(endpoints, rules):
+        logger.warning(
+            "maintenance-guard: endpoint pattern %r (-> %s) matches no endpoint and no "
+            "URL rule of app %r, so it blocks nothing; blueprint endpoints are named "
+            "'<blueprint>.<view>' and their rules carry the url_prefix",
+            pattern.source,
+            pattern.operation,
+            app_name,
+            extra={"mg_pattern": pattern.source, "mg_operation": pattern.operation},
+        )
