@@ -2,8 +2,8 @@
 
 The hook asks the guard about each request (classified by `classify`); a refusal, or
 `MaintenanceActive` raised inside a view, is answered by `refusal` unless the app's
-`blocked_handler` answers. Within an admin's request every guard check passes as an
-admin's, until its teardown.
+`blocked_handler` answers. An admin's request runs inside `MaintenanceGuard.admin_bypass`
+until its teardown.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
@@ -21,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from ..embedded import resolve_url
 from ..emergency import configure_sessions, setup_of
 from ..errors import MaintenanceActive
-from ..guard import _ADMIN_SCOPE, MaintenanceGuard
+from ..guard import MaintenanceGuard
 from ..metrics import mount_metrics
 from ..sessions import SessionInvalidator, admin_predicate
 from ..settings import GuardSettings
@@ -46,6 +47,9 @@ logger = logging.getLogger("maintenance_guard")
 BlockedHandler = Callable[[MaintenanceActive], "ResponseReturnValue | None"]
 AdminLoader = Callable[[], bool]
 UserNameLoader = Callable[[], "str | None"]
+
+# Where an admin request keeps its open `admin_bypass` until teardown.
+_ADMIN_BYPASS = "_mg_admin_bypass"
 
 
 def _not_admin() -> bool:
@@ -110,7 +114,7 @@ class FlaskMaintenance:
         app.extensions[EXTENSION_KEY] = self
         self._configure_sessions(app)
         app.before_request(self.refuse_blocked_request)
-        app.teardown_request(self._leave_admin_scope)
+        app.teardown_request(self._leave_admin_bypass)
         # A task refused inside a view (``.delay()`` during maintenance) gets the same 503
         # as a refused request. A handler the app registers for MaintenanceActive, before
         # or after this, wins.
@@ -262,7 +266,7 @@ class FlaskMaintenance:
             admin = self.request_is_admin() or self.has_valid_bypass_cookie()
             if admin:
                 # Tasks an admin submits from this view pass the Celery guard too.
-                g._mg_admin_scope = _ADMIN_SCOPE.set(True)
+                self._enter_admin_bypass(guard)
             guard.check(
                 operation,
                 is_admin=admin,
@@ -275,10 +279,17 @@ class FlaskMaintenance:
         return None
 
     @staticmethod
-    def _leave_admin_scope(_exc: BaseException | None = None) -> None:
-        token = g.pop("_mg_admin_scope", None)
-        if token is not None:
-            _ADMIN_SCOPE.reset(token)
+    def _enter_admin_bypass(guard: MaintenanceGuard) -> None:
+        if _ADMIN_BYPASS not in g:
+            stack = ExitStack()
+            stack.enter_context(guard.admin_bypass())
+            setattr(g, _ADMIN_BYPASS, stack)
+
+    @staticmethod
+    def _leave_admin_bypass(_exc: BaseException | None = None) -> None:
+        stack: ExitStack | None = g.pop(_ADMIN_BYPASS, None)
+        if stack is not None:
+            stack.close()
 
     def wants_json(self) -> bool:
         """JSON for API paths, JSON bodies and clients that prefer it
