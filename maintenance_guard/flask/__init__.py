@@ -7,9 +7,15 @@ Usage::
 
     app = Flask(__name__)
     app.config["SECRET_KEY"] = "..."      # for the CSRF token and the bypass cookie
-    ext = FlaskMaintenance(app, guard,    # or FlaskMaintenance(guard=guard), then init_app
-                           is_admin=lambda: session.get("role") == "admin",
-                           user_name=lambda: session.get("user"))
+    ext = FlaskMaintenance(app, guard)    # or FlaskMaintenance(guard=guard), then init_app
+
+    @ext.admin_loader                     # or FlaskMaintenance(..., is_admin=...)
+    def is_admin() -> bool:
+        return session.get("role") == "admin"
+
+    @ext.user_name_loader                 # or FlaskMaintenance(..., user_name=...)
+    def user_name() -> str | None:
+        return session.get("user")
 
     @app.post("/images")
     @maintenance_operation("image_processing")   # wins over the endpoint patterns

@@ -63,9 +63,11 @@ def _no_user_name() -> str | None:
 class FlaskMaintenance:
     """The Flask extension: request blocking, status and admin API, live stream, pages.
 
-    ``is_admin()`` and ``user_name()`` are called inside a request; they are the only way
-    a request is treated as an admin's. Without ``guard`` one is built from the app's
-    ``MAINTENANCE_GUARD_*`` config keys in `init_app`. One instance serves one app.
+    The admin check and the user name are the application's: pass ``is_admin`` and
+    ``user_name`` here, or set them later with `admin_loader` and `user_name_loader`. Both
+    are called inside a request; the admin check is the only way a request is treated as
+    an admin's. Without ``guard`` one is built from the app's ``MAINTENANCE_GUARD_*``
+    config keys in `init_app`. One instance serves one app.
     """
 
     def __init__(
@@ -141,6 +143,18 @@ class FlaskMaintenance:
         prefix = app.config.get("SESSION_KEY_PREFIX") or "session:"
         predicate = admin_predicate(self.config[ConfigVars.SESSION_ADMIN_KEY] or None)
         configure_sessions(guard, SessionInvalidator(client, prefix, predicate))
+
+    def admin_loader(self, loader: AdminLoader) -> AdminLoader:
+        """Decorator: ``loader()`` says whether the current request is an admin's (replaces
+        ``is_admin``). It runs inside a request; an exception counts as "not admin"."""
+        self._is_admin = loader
+        return loader
+
+    def user_name_loader(self, loader: UserNameLoader) -> UserNameLoader:
+        """Decorator: ``loader()`` names the current request's user, or returns None
+        (replaces ``user_name``); the name goes into the audit history."""
+        self._user_name = loader
+        return loader
 
     def blocked_handler(self, handler: BlockedHandler) -> BlockedHandler:
         """Decorator: ``handler(refused)`` makes the answer to every refusal (a blocked
