@@ -19,10 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from redis.exceptions import RedisError
+
+from ..errors import StoreUnavailable
+from ..records import RedisRecords
+from ..store import RedisStore, StateStore
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -109,6 +111,37 @@ class _MemoryCounters:
             return out
 
 
+def _counter_names(address: str) -> list[str]:
+    return [f"bypass_failures:addr:{address[:64]}", "bypass_failures:total"]
+
+
+class _RedisCounters(RedisRecords):
+    """The same counters in Redis under the guard's key prefix, shared by the fleet."""
+
+    what = "bypass attempt counters"
+
+    def __init__(self, store: StateStore) -> None:
+        super().__init__(store)
+        self._count = self.redis.register_script(_COUNT_LUA)
+
+    def keys(self, address: str) -> list[str]:
+        return [self.key(name) for name in _counter_names(address)]
+
+    def add(self, keys: list[str], window: int) -> None:
+        with self.errors("count a wrong bypass secret"):
+            self._count(keys=keys, args=[window])
+
+    def read(self, keys: list[str]) -> list[tuple[int, int]]:
+        """(count, milliseconds to expiry or <= 0 for none) per key."""
+        with self.errors("read the bypass attempt counters"):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            raw = pipe.execute()
+        return [(int(raw[2 * i] or 0), int(raw[2 * i + 1])) for i in range(len(keys))]
+
+
 class FailedAttemptLimiter:
     """Counts wrong bypass secrets per address and in total; says when to refuse.
 
@@ -118,7 +151,7 @@ class FailedAttemptLimiter:
 
     def __init__(
         self,
-        store: Any,
+        store: StateStore,
         *,
         per_address: int,
         total: int,
@@ -129,16 +162,10 @@ class FailedAttemptLimiter:
         self.total = total
         self.window = max(1, int(window))
         self._memory = _MemoryCounters(clock)
-        self._redis = getattr(store, "redis", None)
-        key = getattr(store, "key", None)
-        self._key: Callable[[str], str] | None = key if callable(key) else None
-        self._script = None
-        if self._redis is not None and self._key is not None:
-            self._script = self._redis.register_script(_COUNT_LUA)
+        self._redis = _RedisCounters(store) if isinstance(store, RedisStore) else None
 
     def _keys(self, address: str) -> list[str]:
-        names = [f"bypass_failures:addr:{address[:64]}", "bypass_failures:total"]
-        return [self._key(n) for n in names] if self._key is not None else names
+        return self._redis.keys(address) if self._redis is not None else _counter_names(address)
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or None if it may try now."""
@@ -156,11 +183,11 @@ class FailedAttemptLimiter:
     def record_failure(self, address: str) -> None:
         """Count one wrong secret from ``address``."""
         keys = self._keys(address)
-        if self._script is not None:
+        if self._redis is not None:
             try:
-                self._script(keys=keys, args=[self.window])
+                self._redis.add(keys, self.window)
                 return
-            except (RedisError, OSError) as exc:
+            except StoreUnavailable as exc:
                 logger.warning("bypass attempt counter: Redis failed, counting in memory: %s", exc)
         self._memory.add(keys, self.window)
 
@@ -169,18 +196,12 @@ class FailedAttemptLimiter:
         if self._redis is None:
             return memory
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.get(key)
-                pipe.pttl(key)
-            raw = pipe.execute()
-        except (RedisError, OSError) as exc:
+            stored = self._redis.read(keys)
+        except StoreUnavailable as exc:
             logger.warning("bypass attempt counter: Redis failed, reading memory: %s", exc)
             return memory
         out = []
-        for i, (mem_count, mem_left) in enumerate(memory):
-            count = int(raw[2 * i] or 0)
-            ttl_ms = int(raw[2 * i + 1])
+        for (count, ttl_ms), (mem_count, mem_left) in zip(stored, memory, strict=True):
             left = ttl_ms / 1000 if ttl_ms > 0 else float(self.window)
             # Failures counted in memory during an outage still count.
             if mem_count > count:
