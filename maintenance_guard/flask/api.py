@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
+from ..emergency import run_emergency
 from ..errors import ConcurrentChange, InvalidInput, StoreUnavailable, UnknownOperation
 from ..inputs import MAX_GRACE_SECONDS, clean_reason, parse_duration
-from ..modes import MaintenanceMode
 from ..status import MaintenanceStatus
 from .bodies import DisableRequest, EmergencyRequest, EnableRequest
 from .config import ConfigVars
@@ -297,17 +297,12 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
         )
         guard = ext.active_guard
         actor = ext.request_user() or "admin"
-        emergency = getattr(guard, "emergency", None)
-        report: object = None
-        if callable(emergency):
-            # wait=False: the grace period runs in the background, not in this request.
-            report = emergency(reason=reason, grace_period=grace, by=actor, wait=False)
-            status = guard.current()
-        else:
-            status = guard.enable(MaintenanceMode.EMERGENCY, reason=reason, by=actor)
+        # wait=False: the grace period runs in the background, not in this request.
+        report = run_emergency(guard, reason, grace, by=actor, wait=False)
+        status = guard.current()
         body_out = _with_jobs(ext, status)
         body_out["grace_period"] = grace
-        body_out["report"] = None if report is None else report_to_json(report)
+        body_out["report"] = report_to_json(report)
         return jsonify(body_out)
 
     @bp.errorhandler(ApiError)
