@@ -2,7 +2,7 @@
 
 import logging
 
-from .emergency_records import EmergencyReport, TerminatedJob
+from .emergency import EmergencyReport, TerminatedJob
 from .errors import (
     ConcurrentChange,
     InvalidInput,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .urls import mask_url
+
 
 def broker_of(app: Any) -> str:
     """The app's broker address with the password masked (``amqp://guest:**@host//``)."""
-    from .urls import mask_url
-
     conf = app.conf
     url = conf.broker_write_url or conf.broker_url
     try:

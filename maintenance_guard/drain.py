@@ -21,8 +21,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .emergency import CMD_RESERVED, fleet_of, setup_of
 from .errors import InvalidInput
 from .inflight import InflightJob, InflightRegistry
+from .inputs import clean_actor
+from .metrics import observe_drain
 from .modes import MaintenanceMode
 from .store import SERVER_TIME, event_fields
 
@@ -91,8 +94,6 @@ def drain(
         if isinstance(operations, str):
             raise InvalidInput("operations must be a list of operation names")
         wanted = frozenset(guard.catalog.require(op) for op in operations)
-    from .emergency import setup_of
-
     app = celery_app if celery_app is not None else setup_of(guard).celery_app
     if queued == "wait" and app is None:
         raise InvalidInput("drain with queued='wait' needs the Celery app (--app module:attr)")
@@ -117,8 +118,6 @@ def drain(
             progress(jobs, elapsed)
         done = not jobs and not waiting and not result.behind
         if done or elapsed >= timeout:
-            from .metrics import observe_drain  # imported here: prometheus only when draining
-
             observe_drain(elapsed)
             result.drained, result.elapsed, result.remaining = done, elapsed, jobs
             result.waiting = waiting
@@ -135,8 +134,6 @@ def hold_queued(guard: MaintenanceGuard, by: str | None = None) -> MaintenanceSt
     """Mark normal maintenance so that blocked messages published before it began are
     held back too (audit event ``drain_hold``); a no-op outside normal mode or when
     already held. Returns the state in force."""
-    from .inputs import clean_actor
-
     actor = clean_actor(by)
 
     def make_event(old: MaintenanceStatus | None) -> dict[str, str]:
@@ -199,8 +196,6 @@ def _messages_waiting(
 ) -> int:
     """Reserved messages (of the operations) in this app's workers plus every message in
     the queues they consume."""
-    from .emergency import fleet_of
-
     fleet, _others = fleet_of(guard, app)
     waiting = 0
     queues: set[str] = set()
@@ -218,6 +213,3 @@ def _messages_waiting(
                 except Exception:  # a queue that no longer exists holds nothing
                     channel = conn.channel()
     return waiting
-
-
-CMD_RESERVED = "maintenance_guard_reserved"

@@ -25,9 +25,16 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
-from .drain import CMD_RESERVED
-from .emergency import CMD_ACTIVE, CMD_KILL, CMD_RUNNING, configure_celery
-from .emergency_records import EmergencyRecords, QueueSpec, json_safe
+from .emergency import (
+    CMD_ACTIVE,
+    CMD_KILL,
+    CMD_RESERVED,
+    CMD_RUNNING,
+    EmergencyRecords,
+    QueueSpec,
+    configure_celery,
+    json_safe,
+)
 from .errors import StoreUnavailable
 from .guard import MaintenanceGuard
 from .modes import MaintenanceMode

@@ -25,6 +25,7 @@ import redis
 from redis.exceptions import RedisError
 
 from .errors import InvalidInput, StoreUnavailable
+from .urls import mask_url, redact
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -151,8 +152,6 @@ class SessionInvalidator:
         try:
             client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
         except ValueError as exc:
-            from .urls import mask_url, redact
-
             raise InvalidInput(
                 f"not a usable Redis URL {mask_url(url)!r}: {redact(str(exc), url)}"
             ) from None

@@ -8,6 +8,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from redis.exceptions import RedisError
+
+from .. import sessions
 from ..errors import InvalidInput, StoreUnavailable
 from ..status import iso_utc
 from .judges import as_float, parse_json
@@ -70,8 +73,6 @@ def count_sessions(client: Any, prefix: str, limit: int = 1_000_000) -> dict[str
     Uses `maintenance_guard.sessions` to decode Flask-Session values and tell admins.
     Read-only: nothing is deleted.
     """
-    from .. import sessions
-
     try:
         judge = sessions.SessionInvalidator(client, prefix)
     except InvalidInput:  # msgpack decoder missing: judge the JSON-encoded sessions only
@@ -100,14 +101,8 @@ def count_sessions(client: Any, prefix: str, limit: int = 1_000_000) -> dict[str
                         admin += 1
             if cursor == 0:
                 break
-    except OSError as exc:
+    except (OSError, RedisError) as exc:
         raise StoreUnavailable(f"cannot count sessions: {exc}") from exc
-    except Exception as exc:
-        from redis.exceptions import RedisError
-
-        if isinstance(exc, RedisError):
-            raise StoreUnavailable(f"cannot count sessions: {exc}") from exc
-        raise
     return {
         "key_prefix": prefix,
         "sessions": total,

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from .emergency_records import EmergencyRecords
-from .modes import MaintenanceMode
+from ..events import summarise_counts
+from ..modes import MaintenanceMode
+from .records import EmergencyRecords
 
 if TYPE_CHECKING:
-    from .guard import MaintenanceGuard
+    from ..guard import MaintenanceGuard
 
 
 # ---------------------------------------------------------------------------- report
@@ -79,8 +80,6 @@ def build_report(guard: MaintenanceGuard) -> EmergencyOverview:
         ),
         None,
     )
-    from .events import summarise_counts
-
     guard.flush()
     counts = summarise_counts(guard.store.read_attempt_counts()).get("blocked", {})
     blocked = {op: dict(surfaces) for op, surfaces in counts.items()}

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, cast
 
-from .records import RedisRecords
-from .store import StateStore
+from ..records import RedisRecords
+from ..store import StateStore
 
 # ---------------------------------------------------------------------------- records
 
@@ -274,6 +274,9 @@ class EmergencyRecords(RedisRecords):
 
 
 # ---------------------------------------------------------------------------- report
+
+
+FINISHED_PHASES = ("done", "called_off")  # a run in one of these changes nothing more
 
 
 @dataclass
