@@ -21,8 +21,7 @@ import pytest
 import redis
 from celery import Celery
 
-from maintenance_guard.celery import GuardedTask
-from maintenance_guard.emergency_worker import cleanup_on_terminate
+from maintenance_guard.celery import GuardedTask, cleanup_on_terminate
 from tests.integration.celery_support import Broker, WorkerProcess, make_app, spawn_worker
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,7 @@ import redis
 from celery import Celery
 
 from maintenance_guard import MaintenanceGuard
-from maintenance_guard.celery import GuardedTask, install
-from maintenance_guard.emergency_worker import cleanup_on_terminate
+from maintenance_guard.celery import GuardedTask, cleanup_on_terminate, install
 from tests.conftest import ROOT
 from tests.integration.celery_support import WorkerProcess, spawn_worker
 

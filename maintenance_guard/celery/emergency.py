@@ -25,7 +25,7 @@ from celery import bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
-from .emergency import (
+from ..emergency import (
     CMD_ACTIVE,
     CMD_KILL,
     CMD_RESERVED,
@@ -35,10 +35,10 @@ from .emergency import (
     configure_celery,
     json_safe,
 )
-from .errors import StoreUnavailable
-from .guard import MaintenanceGuard
-from .modes import MaintenanceMode
-from .status import MaintenanceStatus
+from ..errors import StoreUnavailable
+from ..guard import MaintenanceGuard
+from ..modes import MaintenanceMode
+from ..status import MaintenanceStatus
 
 logger = logging.getLogger("maintenance_guard")
 

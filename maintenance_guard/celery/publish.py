@@ -1,0 +1,173 @@
+"""Refusal at publish: the wrapped ``app.send_task`` every ``apply_async``, ``delay``,
+``send_task``, canvas step and beat publish goes through.
+
+Celery's ``Signal.send`` swallows receiver exceptions (`celery/utils/dispatch/signal.py`),
+so raising in ``before_task_publish`` would not stop a publish: the refusal happens in the
+send path itself, before any message is built. The wrapper also stamps the headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from ..deferred import check_policy
+from ..errors import MaintenanceActive, StoreUnavailable
+from ..guard import MaintenanceGuard
+from ..modes import MaintenanceMode
+from .context import (
+    HEADER_ADMIN,
+    HEADER_GUARDED,
+    HEADER_PUBLISHED_AT,
+    HEADER_RUNNING_WORK,
+    local,
+)
+from .deferral import defer_call, resolve_resubmission
+from .installation import Installation
+from .names import option_names
+
+logger = logging.getLogger("maintenance_guard")
+
+
+def is_running_work(app: Any, name: str, task_id: str | None, parent_id: str | None) -> bool:
+    """A retry of the running job, or the next step of its canvas (chain, callback, chord)."""
+    current = app.current_worker_task
+    if current is None:
+        return False
+    request = current.request
+    if task_id is not None and task_id == request.id:
+        return True
+    if parent_id is not None and parent_id == request.id:
+        return True
+    chord = getattr(request, "chord", None)
+    return isinstance(chord, dict) and chord.get("task") == name
+
+
+def refuse_publish(
+    inst: Installation,
+    name: str,
+    operation: str | None,
+    *,
+    running_work: bool,
+) -> None:
+    """Raise `MaintenanceActive` if publishing ``name`` is refused now.
+
+    Running work (a retry or a canvas continuation of a job already running) is allowed
+    in normal mode and refused in emergency mode.
+    """
+    guard = inst.guard
+    if running_work and guard.current().mode is MaintenanceMode.NORMAL:
+        return
+    guard.check(operation, surface="publish", target=name, normal_exempt=running_work)
+
+
+def stamp(
+    options: dict[str, Any],
+    now: float,
+    *,
+    running_work: bool = False,
+    inst: Any = None,
+    name: str = "",
+) -> None:
+    """Stamp the guard's headers through the ``headers`` option, which Celery merges into
+    the message headers (cheaper than a ``before_task_publish`` receiver). ``inst`` is
+    given during maintenance: an admin's submission then carries a signed stamp."""
+    headers = dict(options.get("headers") or ())
+    published = repr(now)
+    headers[HEADER_PUBLISHED_AT] = published
+    headers[HEADER_GUARDED] = "1"
+    if running_work:
+        headers[HEADER_RUNNING_WORK] = "1"
+    if inst is not None and MaintenanceGuard.acting_as_admin():
+        from celery.utils import uuid
+
+        task_id = options.setdefault("task_id", None) or uuid()
+        options["task_id"] = task_id
+        try:
+            headers[HEADER_ADMIN] = inst.signer.sign(name, task_id, published)
+        except StoreUnavailable as exc:
+            logger.warning(
+                "cannot sign an admin's submission of %s (%s); workers will hold it back",
+                name,
+                exc,
+                extra={"mg_event": "admin_sign_failed", "mg_task": name},
+            )
+    options["headers"] = headers
+
+
+def maintenance_off(guard: MaintenanceGuard) -> bool:
+    """The publish fast path: nothing is refused while maintenance is off, and a message
+    published now predates any maintenance that starts later, so it needs no running-work
+    mark either. Memory only; starts the guard's watcher on first use."""
+    guard.start()
+    return guard.current().mode is None
+
+
+def patch_send_task(app: Celery, inst: Installation) -> None:
+    original = app.send_task
+
+    @functools.wraps(original)
+    def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        policy = options.pop("on_maintenance", None)
+        if (
+            inst.uncertain
+            and options.get("task_id") in inst.uncertain
+            and not getattr(local, "replaying", False)
+        ):
+            earlier = resolve_resubmission(inst, options["task_id"], options)
+            if earlier is not None:
+                return earlier
+        if maintenance_off(inst.guard):
+            if policy is not None:
+                check_policy(policy)
+            stamp(options, inst.guard.now())
+            return original(name, args, kwargs, **options)
+        task_type = options.get("task_type") or app._tasks.get(name)
+        if policy is None:
+            policy = getattr(task_type, "on_maintenance", None) or "refuse"
+        check_policy(policy)
+        running = is_running_work(app, name, options.get("task_id"), options.get("parent_id"))
+        if not getattr(local, "checked", False) and not getattr(local, "replaying", False):
+            operation = inst.operation_of(name, task_type)
+            try:
+                refuse_publish(inst, name, operation, running_work=running)
+            except MaintenanceActive as refused:
+                if policy != "defer":
+                    log_refusal(name, operation, refused)
+                    raise
+                return defer_call(inst, name, args, kwargs, operation, options, refused)
+            # Callbacks, the rest of a chain, a chord body: published later by a worker,
+            # so they are checked now, with the task itself.
+            refuse_names(inst, option_names(options), running_work=running)
+        stamp(options, inst.guard.now(), running_work=running, inst=inst, name=name)
+        return original(name, args, kwargs, **options)
+
+    app.send_task = send_task
+
+
+def log_refusal(name: str, operation: str | None, refused: MaintenanceActive) -> None:
+    logger.warning(
+        "refused to publish %s during %s maintenance",
+        name,
+        refused.mode,
+        extra={"mg_event": "publish_refused", "mg_task": name, "mg_operation": operation},
+    )
+
+
+def refuse_names(inst: Installation, names: Iterable[str], *, running_work: bool) -> None:
+    """Raise `MaintenanceActive` if publishing any of the task ``names`` is refused now."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        operation = inst.operation_of(name, inst.app._tasks.get(name))
+        try:
+            refuse_publish(inst, name, operation, running_work=running_work)
+        except MaintenanceActive as refused:
+            log_refusal(name, operation, refused)
+            raise

@@ -1,0 +1,131 @@
+"""Signal receivers (they only observe): in-flight tracking, worker registration,
+pool process start and end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from celery import signals
+
+from ..errors import StoreUnavailable
+from ..inflight import InflightJob
+from .installation import Installation
+from .start import guard_task_start
+
+logger = logging.getLogger("maintenance_guard")
+
+
+def connect_signals(inst: Installation) -> None:
+    app = inst.app
+
+    def ours(sender: Any) -> bool:
+        task_app = getattr(sender, "app", None) or getattr(sender, "_app", None)
+        return task_app is app
+
+    def job_started(
+        sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any
+    ) -> None:
+        if task is None or task_id is None or not ours(task) or task.name.startswith("celery."):
+            return
+        inst.tracker.started(
+            InflightJob(
+                id=task_id,
+                name=task.name,
+                operation=inst.operation_of(task.name, task),
+                worker=str(
+                    getattr(task.request, "hostname", None) or inst.hostname or socket.gethostname()
+                ),
+                pid=os.getpid(),
+                started_at=inst.guard.now(),
+            )
+        )
+
+    def job_ended(sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if task_id is None or (sender is not None and not ours(sender)):
+            return
+        inst.tracker.finished(task_id)
+
+    def job_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+        task_id = getattr(request, "id", None)
+        if task_id is not None:
+            job_ended(task_id=task_id)
+
+    def worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        # Before the pool starts, so every pool process builds its tracers with it.
+        for task in list(inst.app.tasks.values()):
+            guard_task_start(task)
+
+    def worker_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        hostname = getattr(sender, "hostname", None) or socket.gethostname()
+        inst.hostname = hostname
+        inst.sweeper_pid = os.getpid()
+        inst.guard.refresh()
+        info = {
+            "pid": os.getpid(),
+            "started_at": inst.guard.now(),
+            "broker": inst.broker,
+            "deferred_queue": inst.deferred.app,
+        }
+        try:
+            cleared = inst.registry.clear_worker(hostname)
+            inst.registry.register_worker(hostname, info)
+        except StoreUnavailable as exc:
+            logger.warning("cannot register worker %s: %s", hostname, exc)
+            return
+        if cleared:
+            logger.info(
+                "cleared %d stale in-flight records of %s",
+                len(cleared),
+                hostname,
+                extra={"mg_event": "stale_cleared", "mg_worker": hostname},
+            )
+        inst.request_replay()
+
+    def pool_process_started(sender: Any = None, **_: Any) -> None:
+        # A forked pool process inherits a snapshot that no watcher keeps fresh: read
+        # the state now and watch from here on.
+        inst.guard.refresh()
+        inst.guard.start()
+
+    def pool_process_ending(sender: Any = None, **_: Any) -> None:
+        # Pool processes end with os._exit (no atexit): write what is buffered now.
+        inst.tracker.flush(1.0)
+        inst.guard.stop(timeout=1.0)
+
+    def worker_shutdown(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is not app:
+            return
+        inst.tracker.flush(1.0)
+        inst.guard.flush()
+        hostname = inst.hostname or getattr(sender, "hostname", None)
+        if not hostname:
+            return
+        try:
+            inst.registry.clear_worker(hostname)
+            inst.registry.unregister_worker(hostname)
+        except StoreUnavailable as exc:
+            logger.warning("cannot unregister worker %s: %s", hostname, exc)
+
+    pairs: list[tuple[Any, Callable[..., Any]]] = [
+        (signals.task_prerun, job_started),
+        (signals.task_postrun, job_ended),
+        (signals.task_failure, job_ended),
+        (signals.task_revoked, job_revoked),
+        (signals.worker_init, worker_init),
+        (signals.worker_ready, worker_ready),
+        (signals.worker_process_init, pool_process_started),
+        (signals.worker_process_shutdown, pool_process_ending),
+        (signals.worker_shutdown, worker_shutdown),
+    ]
+    for signal, receiver in pairs:
+        signal.connect(receiver, weak=False)
+    inst.receivers = pairs

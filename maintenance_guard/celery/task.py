@@ -1,0 +1,65 @@
+"""`GuardedTask`: the base class that declares a task's operation and refuses before
+any message is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from ..deferred import check_policy
+from ..errors import MaintenanceActive, MaintenanceGuardError
+from .context import flag, local
+from .deferral import defer_call
+from .installation import installation_of
+from .names import option_names
+from .publish import is_running_work, log_refusal, maintenance_off, refuse_names, refuse_publish
+
+logger = logging.getLogger("maintenance_guard")
+
+
+class GuardedTask(Task):  # type: ignore[misc]
+    """Base class declaring a task's operation; refuses in ``apply_async`` before any
+    message is built.
+
+    ``@app.task(base=GuardedTask, operation="caption_generation", on_maintenance="defer")``.
+    Raises `MaintenanceActive` when refused, unless ``on_maintenance="defer"`` (task
+    option or ``apply_async`` keyword), which parks the submission for replay.
+    """
+
+    operation: str | None = None
+    on_maintenance: str = "refuse"
+    # Re-enqueued by `maintenance-guard recover` if an emergency terminates it.
+    recoverable: bool = False
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        inst = installation_of(self.app)
+        if inst is None:
+            raise MaintenanceGuardError(
+                f"{self.name} uses GuardedTask but install(app, guard) was not called"
+            )
+        policy = check_policy(options.pop("on_maintenance", None) or self.on_maintenance)
+        if self.operation is not None and self.operation not in inst.guard.catalog:
+            inst.guard.catalog.require(self.operation)  # a typo is an error even when off
+        if (
+            maintenance_off(inst.guard)
+            or getattr(local, "checked", False)
+            or getattr(local, "replaying", False)
+        ):
+            return super().apply_async(args, kwargs, **options)
+        operation = inst.operation_of(self.name, self)
+        running = is_running_work(
+            self.app, self.name, options.get("task_id"), options.get("parent_id")
+        )
+        try:
+            refuse_publish(inst, self.name, operation, running_work=running)
+        except MaintenanceActive as refused:
+            if policy != "defer":
+                log_refusal(self.name, operation, refused)
+                raise
+            return defer_call(inst, self.name, args, kwargs, operation, options, refused)
+        refuse_names(inst, option_names(options), running_work=running)
+        with flag("checked", True):
+            return super().apply_async(args, kwargs, **options)
