@@ -12,6 +12,7 @@ MAX_REASON_LENGTH = 500
 MAX_ACTOR_LENGTH = 100
 MAX_DURATION_SECONDS = 7 * 24 * 3600
 MAX_GRACE_SECONDS = 3600
+MAX_KILL_AFTER = 600
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -131,3 +132,15 @@ def format_duration(seconds: float) -> str:
             n, seconds = divmod(seconds, size)
             parts.append(f"{n}{unit}")
     return "".join(parts)
+
+
+def validate_emergency_args(
+    reason: object, grace_period: object, kill_after: object, by: object
+) -> tuple[str, int, int, str]:
+    """Clean the arguments of an emergency; raise `InvalidInput` before anything changes."""
+    clean = clean_reason(reason)
+    grace = parse_duration(
+        grace_period, what="grace period", maximum=MAX_GRACE_SECONDS, allow_zero=True
+    )
+    kill = parse_duration(kill_after, what="kill_after", maximum=MAX_KILL_AFTER, allow_zero=True)
+    return clean, grace, kill, clean_actor(by)

@@ -15,6 +15,7 @@ Modules: `run` (the run), `fleet` (remote control), `revocation`, `records` (Red
 """
 
 from ..errors import EmergencyInProgress
+from ..inputs import MAX_KILL_AFTER, validate_emergency_args
 from .deactivation import after_disable
 from .fleet import CMD_ACTIVE, CMD_KILL, CMD_RESERVED, CMD_RUNNING, CeleryFleet, fleet_of
 from .records import (
@@ -27,13 +28,7 @@ from .records import (
 )
 from .recovery import RecoveryResult, recover
 from .report import EmergencyOverview, build_report, render_report_text
-from .run import (
-    MAX_KILL_AFTER,
-    EmergencyProgress,
-    EmergencyRun,
-    run_emergency,
-    validate_emergency_args,
-)
+from .run import EmergencyProgress, EmergencyRun, run_emergency
 from .setup import (
     EmergencySetup,
     configure_celery,

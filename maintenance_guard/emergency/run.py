@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..changes import Enabling
 from ..errors import EmergencyInProgress, InvalidInput, StoreUnavailable
 from ..inflight import InflightRegistry
-from ..inputs import MAX_GRACE_SECONDS, clean_actor, clean_reason, parse_duration
+from ..inputs import validate_emergency_args
 from ..modes import MaintenanceMode
 from .audit import audit, warn
 from .fleet import CMD_RUNNING, POLL_INTERVAL, CeleryFleet, fleet_of, held_back_ids, presence_by_pid
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("maintenance_guard")
 
-MAX_KILL_AFTER = 600
 # How long the run waits for the workers that answered to record their pause.
 PAUSE_CONFIRM_SECONDS = 5.0
 # A run that owns the state but has stored no report yet is starting (or died at once).
@@ -41,18 +40,6 @@ STARTING_RUN_SECONDS = 60.0
 
 EmergencyProgress = Callable[[str, float, float, int], None]
 """``progress(phase, elapsed, total, jobs_left)``; phases: grace, terminating, killing."""
-
-
-def validate_emergency_args(
-    reason: object, grace_period: object, kill_after: object, by: object
-) -> tuple[str, int, int, str]:
-    """Clean the arguments of an emergency; raise `InvalidInput` before anything changes."""
-    clean = clean_reason(reason)
-    grace = parse_duration(
-        grace_period, what="grace period", maximum=MAX_GRACE_SECONDS, allow_zero=True
-    )
-    kill = parse_duration(kill_after, what="kill_after", maximum=MAX_KILL_AFTER, allow_zero=True)
-    return clean, grace, kill, clean_actor(by)
 
 
 def run_emergency(

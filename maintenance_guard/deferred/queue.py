@@ -1,4 +1,4 @@
-"""Deferred submissions: work parked in Redis during maintenance and replayed after it.
+"""`DeferredQueue`: work parked in Redis during maintenance, replayed after it.
 
 Each broker has its own queue (``deferred:<app>:*``; ``app`` is a short hash of the
 broker address), so parked work is replayed only by a process publishing to the broker it
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -26,13 +25,13 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 
-from .errors import InvalidInput, StoreUnavailable
-from .records import RedisRecords
-from .store import StateStore, dump_json
+from ..errors import InvalidInput
+from ..records import RedisRecords
+from ..store import StateStore, dump_json
+from .entry import DeferredEntry
 
 logger = logging.getLogger("maintenance_guard")
 
-DEFER_POLICIES = ("refuse", "defer")
 LOCK_TTL_MS = 10_000
 SENT_RETENTION = 86_400.0  # seconds a replayed id is remembered (a later park is a duplicate)
 
@@ -99,76 +98,6 @@ _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-
-def check_policy(value: object) -> str:
-    """Validate an ``on_maintenance`` value (``"refuse"`` or ``"defer"``)."""
-    if value not in DEFER_POLICIES:
-        raise InvalidInput(
-            f"on_maintenance must be one of {', '.join(DEFER_POLICIES)}, not {value!r}"
-        )
-    return str(value)
-
-
-@dataclass(frozen=True)
-class DeferredEntry:
-    """One parked submission.
-
-    ``kind`` is ``"call"`` (a refused `send_task` call: name, args, kwargs, options) or
-    ``"message"`` (a broker message the worker did not run: raw body and headers).
-    """
-
-    id: str
-    kind: str
-    task: str
-    operation: str | None
-    source: str
-    deferred_at: float
-    reason: str = ""
-    payload: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        """The stored form."""
-        return json.dumps(
-            {
-                "id": self.id,
-                "kind": self.kind,
-                "task": self.task,
-                "operation": self.operation,
-                "source": self.source,
-                "deferred_at": self.deferred_at,
-                "reason": self.reason,
-                "payload": self.payload,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, raw: str) -> DeferredEntry:
-        """Decode the stored form."""
-        data = json.loads(raw)
-        return cls(
-            id=str(data["id"]),
-            kind=str(data["kind"]),
-            task=str(data["task"]),
-            operation=data.get("operation"),
-            source=str(data.get("source", "")),
-            deferred_at=float(data.get("deferred_at") or 0),
-            reason=str(data.get("reason", "")),
-            payload=dict(data.get("payload") or {}),
-        )
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly description without the payload."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "task": self.task,
-            "operation": self.operation,
-            "source": self.source,
-            "deferred_at": self.deferred_at,
-            "reason": self.reason,
-        }
 
 
 @dataclass
@@ -447,129 +376,3 @@ class DeferredQueue(RedisRecords):
                 self._release(keys=[self.lock_key], args=[token])
             except RedisError:
                 pass  # the lock expires by itself
-
-
-class Replayer:
-    """Replays one queue from a background thread whenever asked, until it is empty.
-
-    A pass that fails (the broker is down) is retried with backoff, in order; a pass that
-    finds the lock taken (another process replays, or a dead one's lock has not expired)
-    is retried once the lock expires. Thread-safe; fork-aware (a child starts its own
-    thread on first use).
-    """
-
-    def __init__(
-        self,
-        queue: DeferredQueue,
-        send: Callable[[DeferredEntry], None],
-        maintenance_off: Callable[[], bool],
-        *,
-        first_backoff: float = 0.5,
-        max_backoff: float = 30.0,
-    ) -> None:
-        self.queue = queue
-        self.send = send
-        self.maintenance_off = maintenance_off
-        self.first_backoff = first_backoff
-        self.max_backoff = max_backoff
-        self._wake = threading.Event()
-        self._pid = 0
-        self._lock = threading.Lock()
-        self.passes = 0
-
-    def request(self) -> None:
-        """Replay soon (from the background thread); returns at once."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._wake = threading.Event()
-                threading.Thread(
-                    target=self._run, name="maintenance-guard-replayer", daemon=True
-                ).start()
-            self._wake.set()
-
-    def _run(self) -> None:
-        wake = self._wake
-        backoff = self.first_backoff
-        while True:
-            wake.wait()
-            wake.clear()
-            while True:
-                outcome = self._one_pass()
-                if outcome == "done":
-                    backoff = self.first_backoff
-                    break
-                if outcome == "failed":
-                    delay, backoff = backoff, min(self.max_backoff, backoff * 2)
-                elif outcome == "locked":
-                    delay = self._lock_ttl() + 0.2
-                else:  # "more": entries were parked while this pass ran
-                    delay = 0.05
-                if wake.wait(delay):
-                    wake.clear()
-
-    def _one_pass(self) -> str:
-        """Replay once: ``done``, ``failed`` (retry with backoff), ``locked`` (retry when
-        the lock expires) or ``more`` (retry at once)."""
-        try:
-            if not self.maintenance_off():
-                return "done"
-            report = self.queue.replay(self.send, keep_going=self.maintenance_off)
-            self.passes += 1
-            if report.failed:
-                return "failed"
-            if report.skipped_locked:
-                return "locked"
-            if self.maintenance_off() and self.queue.check().pending:
-                return "more"
-            return "done"
-        except StoreUnavailable as exc:
-            logger.warning(
-                "cannot replay deferred submissions: %s", exc, extra={"mg_event": "replay_failed"}
-            )
-            return "failed"
-        except Exception:
-            logger.exception("replaying deferred submissions failed")
-            return "failed"
-
-    def _lock_ttl(self) -> float:
-        try:
-            return self.queue.lock_ttl()
-        except StoreUnavailable:
-            return self.first_backoff
-
-
-def new_entry(
-    *,
-    entry_id: str,
-    kind: str,
-    task: str,
-    operation: str | None,
-    source: str,
-    reason: str,
-    payload: Mapping[str, Any],
-) -> DeferredEntry:
-    """A `DeferredEntry` stamped now."""
-    return DeferredEntry(
-        id=entry_id,
-        kind=kind,
-        task=task,
-        operation=operation,
-        source=source,
-        deferred_at=time.time(),
-        reason=reason,
-        payload=dict(payload),
-    )
-
-
-__all__ = [
-    "DEFER_POLICIES",
-    "DeferredEntry",
-    "DeferredQueue",
-    "QueueCheck",
-    "ReplayReport",
-    "Replayer",
-    "StoreUnavailable",
-    "check_policy",
-    "new_entry",
-]
