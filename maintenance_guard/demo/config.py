@@ -6,6 +6,8 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from ..embedded import broker_url, ensure_running
+
 # Task-name glob -> operation. The two GuardedTask tasks declare theirs themselves.
 TASK_OPERATIONS = {
     "demo.create_job": "job_creation",
@@ -30,8 +32,6 @@ def _broker() -> str:
         return os.environ["CELERY_BROKER_URL"]
     if os.environ.get("MAINTENANCE_GUARD_REDIS_URL"):
         return broker_from_redis_url(os.environ["MAINTENANCE_GUARD_REDIS_URL"])
-    from ..embedded import broker_url, ensure_running
-
     ensure_running()
     return broker_url()
 

@@ -158,6 +158,7 @@ def _add_work_routes(
 
 def from_environment() -> Flask:
     """The demo web app on the demo's Celery app (`maintenance_guard.demo.worker`)."""
+    # Imported here: building the worker module connects to Redis and the broker.
     from .worker import app as celery
     from .worker import guard, tasks
 
