@@ -16,7 +16,7 @@ from .modes import MaintenanceMode, Operation, OperationCatalog, OperationInfo, 
 from .sessions import SessionInvalidator, admin_predicate
 from .settings import GuardSettings
 from .status import MaintenanceStatus
-from .store import AuditEvent, RedisStore, StateStore
+from .store import AuditEvent, MemoryStore, RedisStore, StateStore
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "MaintenanceGuardError",
     "MaintenanceMode",
     "MaintenanceStatus",
+    "MemoryStore",
     "Operation",
     "OperationCatalog",
     "OperationInfo",
