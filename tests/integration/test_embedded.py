@@ -73,7 +73,7 @@ def test_server_that_stops_at_start_is_reported_with_its_log_line_not_a_timeout(
     fake.write_text(FAILING_SERVER)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("MAINTENANCE_GUARD_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(embedded, "_redis_server_binary", lambda: str(fake))
+    monkeypatch.setattr(embedded, "redis_server_binary", lambda: str(fake))
     with pytest.raises(embedded.EmbeddedServerError) as raised:
         embedded.ensure_running(timeout=60)  # returns long before: the server is gone
     message = str(raised.value)

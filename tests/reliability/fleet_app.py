@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ import redis
 from celery import Celery
 
 from maintenance_guard import MaintenanceGuard
-from maintenance_guard.celery import GuardedTask, cleanup_on_terminate, install
+from maintenance_guard.celery import GuardedTask, cleanup_on_terminate, install, installation_of
 from tests.conftest import ROOT
-from tests.integration.celery_support import WorkerProcess, spawn_worker
+from tests.helpers import wait_for
+from tests.integration.celery_support import Broker, WorkerProcess, new_queue, spawn_worker
 
 LONG = "fleet.long"
 SHORT = "fleet.short"
@@ -190,7 +191,24 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         made.close()
 
 
-StartFleetWorker = Callable[..., WorkerProcess]
+@pytest.fixture
+def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any]:
+    """One fleet app's settings: its own queue on the Redis broker, the suite's Redis as
+    state store and run log, the test's key prefix."""
+    return {
+        "broker": redis_broker.url,
+        "state_url": redis_url,
+        "runs_url": redis_url,
+        "prefix": key_prefix,
+        "queue": new_queue(redis_broker),
+    }
+
+
+def sees(app: Celery, active: bool) -> None:
+    """Wait until the guard of ``app`` (in this process) sees maintenance on or off."""
+    inst = installation_of(app)
+    assert inst is not None
+    wait_for(lambda: inst.guard.current().is_active is active, 10)
 
 
 if os.environ.get("MG_FLEET"):

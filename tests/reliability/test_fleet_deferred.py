@@ -31,27 +31,10 @@ from tests.conftest import RedisServer
 from tests.helpers import wait_for
 from tests.integration.celery_support import Broker, new_queue, redis_broker
 from tests.reliability.conftest import Proc, actor
-from tests.reliability.fleet_app import CAPTION, SHORT, Fleet, finished, fleet, started
+from tests.reliability.fleet_app import CAPTION, SHORT, Fleet, conf, finished, fleet, sees, started
 from tests.reliability.workers import amqp_broker
 
-__all__ = ["amqp_broker", "fleet", "redis_broker"]  # fixtures used by name
-
-
-@pytest.fixture
-def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any]:
-    return {
-        "broker": redis_broker.url,
-        "state_url": redis_url,
-        "runs_url": redis_url,
-        "prefix": key_prefix,
-        "queue": new_queue(redis_broker),
-    }
-
-
-def _sees(app: Celery, active: bool) -> None:
-    inst = installation_of(app)
-    assert inst is not None
-    wait_for(lambda: inst.guard.current().is_active is active, 10)
+__all__ = ["amqp_broker", "conf", "fleet", "redis_broker"]  # fixtures used by name
 
 
 def _defer(app: Celery, n: int, name: str = SHORT, prefix: str = "d") -> list[str]:
@@ -70,7 +53,7 @@ def test_replay_resumes_by_itself_after_the_replayer_is_killed_mid_replay(
 ) -> None:
     parker = fleet.producer(**conf)
     guard.enable("normal", reason="migration", by="ops")
-    _sees(parker, True)
+    sees(parker, True)
     ids = _defer(parker, 3000)
     installation_of(parker).guard.stop()  # type: ignore[union-attr]  # it does not replay
     first = spawn(*actor("fleet", "-", "-", json.dumps(conf)))
@@ -106,7 +89,7 @@ def test_parked_work_is_sent_in_order_once_the_broker_is_back(
     on_private = {**conf, "broker": private_redis.url}
     app = fleet.producer(**on_private)
     guard.enable("normal", reason="migration", by="ops")
-    _sees(app, True)
+    sees(app, True)
     ids = _defer(app, 40)
 
     private_redis.stop()  # the broker is down when maintenance ends
@@ -135,7 +118,7 @@ def test_a_deferral_whose_write_timed_out_says_so_and_a_resubmission_runs_once(
     app = fleet.producer(**hanging)
     admin = make_guard(url=private_redis.url)
     admin.enable("normal", reason="migration", by="ops")
-    _sees(app, True)
+    sees(app, True)
     caption = app.tasks[CAPTION]
     tokens = [f"c{i}" for i in range(5)]
     raised: dict[str, BaseException] = {}
@@ -178,7 +161,7 @@ def test_a_deferral_whose_write_timed_out_says_so_and_a_resubmission_runs_once(
         result = caption.apply_async((token,), task_id=task_ids[token], on_maintenance="defer")
         assert result.id == task_ids[token]
     admin.disable(by="ops")
-    _sees(app, False)
+    sees(app, False)
     # ...and after it ended: the guard finds the earlier deferral and does not publish.
     for token in tokens[3:]:
         result = caption.apply_async((token,), task_id=task_ids[token])
@@ -201,7 +184,7 @@ def test_parked_work_lost_in_an_empty_restart_is_reported_loudly_once(
     app = fleet.producer(**on_private)
     admin = make_guard(url=private_redis.url)
     admin.enable("normal", reason="migration", by="ops")
-    _sees(app, True)
+    sees(app, True)
     _defer(app, 40)
 
     with caplog.at_level(logging.WARNING, logger="maintenance_guard"):
@@ -237,8 +220,8 @@ def test_two_apps_on_different_brokers_sharing_a_prefix_replay_only_their_own_wo
         app_b = fleet.producer(**conf_b)
     assert any(getattr(r, "mg_event", None) == "prefix_shared" for r in caplog.records)
     guard.enable("normal", reason="migration", by="ops")
-    _sees(app_a, True)
-    _sees(app_b, True)
+    sees(app_a, True)
+    sees(app_b, True)
     ids_a = _defer(app_a, 30, prefix="a")
     ids_b = _defer(app_b, 20, prefix="b")
 

@@ -30,25 +30,14 @@ from tests.reliability.fleet_app import (
     SHORT,
     Fleet,
     cleanup_key,
+    conf,
     finished,
     fleet,
     send,
     started,
 )
 
-__all__ = ["fleet", "redis_broker"]  # fixtures used by name
-
-
-@pytest.fixture
-def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any]:
-    """One fleet app: its queue on the Redis broker, the suite's Redis as state store."""
-    return {
-        "broker": redis_broker.url,
-        "state_url": redis_url,
-        "runs_url": redis_url,
-        "prefix": key_prefix,
-        "queue": new_queue(redis_broker),
-    }
+__all__ = ["conf", "fleet", "redis_broker"]  # fixtures used by name
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import sys
 import time
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery
 
@@ -23,37 +22,22 @@ from maintenance_guard.deferred import DeferredQueue
 from maintenance_guard.inflight import InflightRegistry
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
-from tests.integration.celery_support import Broker, new_queue, redis_broker
+from tests.integration.celery_support import Broker, redis_broker
 from tests.reliability.fleet_app import (
     CAPTION,
     LONG,
     READ,
     SHORT,
     Fleet,
+    conf,
     finished,
     fleet,
+    sees,
     send,
     started,
 )
 
-__all__ = ["fleet", "redis_broker"]  # fixtures used by name
-
-
-@pytest.fixture
-def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any]:
-    return {
-        "broker": redis_broker.url,
-        "state_url": redis_url,
-        "runs_url": redis_url,
-        "prefix": key_prefix,
-        "queue": new_queue(redis_broker),
-    }
-
-
-def _sees(app: Celery, active: bool) -> None:
-    inst = installation_of(app)
-    assert inst is not None
-    wait_for(lambda: inst.guard.current().is_active is active, 10)
+__all__ = ["conf", "fleet", "redis_broker"]  # fixtures used by name
 
 
 def test_an_admins_submission_runs_on_the_worker_and_a_forged_stamp_does_not(
@@ -65,7 +49,7 @@ def test_an_admins_submission_runs_on_the_worker_and_a_forged_stamp_does_not(
     fleet.worker("fleet-admin", **conf)
     app = fleet.producer(**conf)
     guard.enable("normal", reason="upgrade", by="ops")
-    _sees(app, True)
+    sees(app, True)
 
     with MaintenanceGuard.admin_bypass():
         send(app, CAPTION, "admin")

@@ -9,20 +9,19 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
-
 from maintenance_guard import MaintenanceGuard
 from maintenance_guard.validation import build_test_report
 from tests.conftest import ROOT
 from tests.helpers import wait_for
-from tests.integration.celery_support import Broker, new_queue, redis_broker
+from tests.integration.celery_support import redis_broker
+from tests.reliability.fleet_app import conf
 
-__all__ = ["redis_broker"]  # fixtures used by name
+__all__ = ["conf", "redis_broker"]  # fixtures used by name
 
 # A producer script as a shop writes one: build the app, submit, exit (maybe by crashing).
 PRODUCER = """
 import json, os, signal, sys
-from tests.reliability.fleet_app import CAPTION, make_fleet_app
+from tests.reliability.fleet_app import conf, sees, CAPTION, make_fleet_app
 conf, attempts, how = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 app = make_fleet_app(**conf)
 for i in range(attempts):
@@ -34,17 +33,6 @@ for i in range(attempts):
 if how == "kill":
     os.kill(os.getpid(), signal.SIGKILL)  # dies before any flush
 """
-
-
-@pytest.fixture
-def conf(redis_broker: Broker, redis_url: str, key_prefix: str) -> dict[str, Any]:
-    return {
-        "broker": redis_broker.url,
-        "state_url": redis_url,
-        "runs_url": redis_url,
-        "prefix": key_prefix,
-        "queue": new_queue(redis_broker),
-    }
 
 
 def _produce(conf: dict[str, Any], attempts: int, how: str) -> int:
