@@ -66,5 +66,24 @@ class AdminSigner(RedisRecords):
             return self._secret
 
 
+class LocalSigner:
+    """`AdminSigner` for a guard on a `MemoryStore`: a random secret of this process
+    (its producers and its in-process worker share it; nothing else can)."""
+
+    def __init__(self) -> None:
+        self._secret = secrets.token_hex(32).encode()
+
+    def sign(self, name: str, task_id: str, published_at: str) -> str:
+        """The stamp for one message."""
+        digest = hmac.new(self._secret, _message(name, task_id, published_at), hashlib.sha256)
+        return digest.hexdigest()[:40]
+
+    def verify(self, stamp: object, name: str, task_id: object, published_at: object) -> bool:
+        """True if ``stamp`` was made by `sign` for exactly this name, id and time."""
+        if not isinstance(stamp, str) or not isinstance(task_id, str):
+            return False
+        return hmac.compare_digest(stamp, self.sign(name, task_id, str(published_at)))
+
+
 def _message(name: str, task_id: str, published_at: str) -> bytes:
     return f"{name}\n{task_id}\n{published_at}".encode()

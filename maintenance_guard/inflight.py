@@ -225,6 +225,20 @@ def _job(job_id: str, raw: str | None, deadline: float) -> InflightJob:
     )
 
 
+class NullTracker:
+    """The tracker of a guard whose store keeps no in-flight records (a `MemoryStore`)."""
+
+    def started(self, job: InflightJob) -> None:
+        """Nothing is recorded."""
+
+    def finished(self, job_id: str) -> None:
+        """Nothing is recorded."""
+
+    def flush(self, timeout: float) -> bool:
+        """Nothing to write."""
+        return True
+
+
 class InflightTracker:
     """This process's running jobs, written to the registry off the task's path.
 

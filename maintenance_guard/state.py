@@ -152,6 +152,7 @@ class GuardState:
         self.flush()
         if was_watching or self.recorder.total:
             self._watcher.record_presence(exited=True)
+        self._stopped_at = self.recorder.total
 
     def flush(self) -> None:
         """Write buffered attempt counters and test records to the store now.
@@ -232,6 +233,7 @@ class GuardState:
     def _reset_process_state(self) -> None:
         old = getattr(self, "_watcher", None)
         self.recorder = AttemptRecorder()
+        self._stopped_at = -1  # recorder.total when `stop()` last ran (-1: never)
         self._flush_lock = threading.Lock()
         self._install_lock = threading.Lock()
         self._installs = 0
@@ -248,6 +250,8 @@ def _flush_at_exit(ref: weakref.ReferenceType[GuardState]) -> None:
     guard = ref()
     if guard is None or not (guard._watching or guard.recorder.total):
         return
+    if not guard._watching and guard.recorder.total == guard._stopped_at:
+        return  # `stop()` flushed and said so; nothing happened since
     # Not `stop()`: joining the watcher could hold the exit up to a poll interval.
     guard._watcher.stop_event.set()
     guard.flush()

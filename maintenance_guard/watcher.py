@@ -68,6 +68,7 @@ class StateWatcher:
         self.periodic: list[list[Any]] = []
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        self.subscription: Any = None  # the store subscription the thread waits on
 
     def start(self) -> None:
         """Run the watcher thread (once)."""
@@ -80,6 +81,9 @@ class StateWatcher:
     def stop(self, timeout: float) -> None:
         """Stop the thread and wait up to ``timeout`` for it."""
         self.stop_event.set()
+        interrupt = getattr(self.subscription, "interrupt", None)
+        if interrupt is not None:  # a MemoryStore's subscription wakes at once
+            interrupt()
         thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -130,7 +134,7 @@ class StateWatcher:
             now = time.monotonic()
             if subscription is None:
                 try:
-                    subscription = guard.store.subscribe()
+                    subscription = self.subscription = guard.store.subscribe()
                     next_poll = 0.0  # we may have missed messages while unsubscribed
                 except StoreUnavailable as exc:
                     guard.note_store_error(exc)

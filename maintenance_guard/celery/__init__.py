@@ -19,7 +19,8 @@ def generate_caption(post_id): ...
 - `signals`: in-flight tracking and worker registration (they only observe).
 - `emergency`: the worker side of emergency mode (remote-control commands, the consumer
   gate that pauses and resumes the worker from the state, `cleanup_on_terminate`).
-- `installation` (what `install` connected, deferred replay), `wiring` (`install`).
+- `installation` (what `install` connected, deferred replay), `wiring` (`install`,
+  `uninstall`).
 """
 
 from ..brokers import broker_of
@@ -37,7 +38,7 @@ from .installation import Installation, installation_of
 from .publish import refuse_publish
 from .start import guard_task_start
 from .task import GuardedTask
-from .wiring import install
+from .wiring import install, uninstall
 from .worker import GuardConsumerStep, worker_verdict
 
 __all__ = [
@@ -57,5 +58,6 @@ __all__ = [
     "installation_of",
     "refuse_canvas",
     "refuse_publish",
+    "uninstall",
     "worker_verdict",
 ]

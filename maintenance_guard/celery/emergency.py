@@ -297,10 +297,11 @@ class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
 RECONCILE_SECONDS = 2.0
 
 
-def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
-    """Connect the emergency's worker side for ``app`` (before the worker starts; idempotent)."""
+def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> list[tuple[Any, Any]]:
+    """Connect the emergency's worker side for ``app`` (before the worker starts;
+    idempotent). Returns the (signal, receiver) pairs it connected."""
     if getattr(app, "_mg_emergency_hooks", False):
-        return
+        return []
     app._mg_emergency_hooks = True
     configure_celery(guard, app)  # emergencies of this guard drive this app's workers
     records = EmergencyRecords(guard.store)
@@ -349,6 +350,7 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> None:
 
     signals.worker_ready.connect(on_ready, weak=False)
     signals.task_revoked.connect(on_revoked, weak=False)
+    return [(signals.worker_ready, on_ready), (signals.task_revoked, on_revoked)]
 
 
 # ---------------------------------------------------------------------------- tasks

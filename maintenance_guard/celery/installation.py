@@ -14,11 +14,11 @@ from typing import Any, cast
 
 from celery import Celery
 
-from ..admin_signature import AdminSigner
-from ..deferred import DeferredEntry, DeferredQueue, Replayer
+from ..admin_signature import AdminSigner, LocalSigner
+from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, Replayer
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
-from ..inflight import InflightRegistry, InflightTracker
+from ..inflight import InflightRegistry, InflightTracker, NullTracker
 from ..store import event_fields
 from .context import HEADER_GUARDED, HEADER_PUBLISHED_AT, HEADER_REPLAYED, kombu_loads, replaying
 
@@ -31,12 +31,14 @@ class Installation:
 
     app: Celery
     guard: MaintenanceGuard
-    registry: InflightRegistry
-    deferred: DeferredQueue
-    tracker: InflightTracker
-    signer: AdminSigner
     worker_policy: str
     broker: str  # the broker's address, password masked: identifies this app's queue
+    # In-flight records, parked work, admin stamps: on Redis (set by `install`), or, for
+    # a guard on a MemoryStore, in this process (no in-flight records).
+    registry: InflightRegistry | None = None
+    deferred: DeferredQueue | MemoryDeferredQueue = field(default_factory=MemoryDeferredQueue)
+    tracker: InflightTracker | NullTracker = field(default_factory=NullTracker)
+    signer: AdminSigner | LocalSigner = field(default_factory=LocalSigner)
     hostname: str | None = None
     receivers: list[tuple[Any, Callable[..., Any]]] = field(default_factory=list)
     # The process that sweeps the deferred queue (not a forked pool or web child).
@@ -48,6 +50,8 @@ class Installation:
     deferred_marker: str | None = None
     parked_here: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
     replayer: Replayer | None = None
+    listener: Callable[[Any], None] | None = None  # the guard's change listener
+    closed: bool = False  # `uninstall` was called
 
     def operation_of(self, name: str, task: Any = None) -> str | None:
         """The operation a task name maps to (a `GuardedTask`'s declaration first)."""
@@ -82,7 +86,7 @@ class Installation:
     def sweep_deferred(self) -> None:
         """Periodic (watcher thread): notice parked work that waits while maintenance is
         off (a replayer died, the broker was down) and a store that lost the queue."""
-        if os.getpid() != self.sweeper_pid:
+        if os.getpid() != self.sweeper_pid or self.closed:
             return
         check = self.deferred.check()
         lost = check.marker != self.deferred_marker and self.deferred_marker is not None

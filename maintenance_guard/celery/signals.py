@@ -75,6 +75,9 @@ def connect_signals(inst: Installation) -> None:
             "broker": inst.broker,
             "deferred_queue": inst.deferred.app,
         }
+        if inst.registry is None:  # a guard on a MemoryStore: nothing to register
+            inst.request_replay()
+            return
         try:
             cleared = inst.registry.clear_worker(hostname)
             inst.registry.register_worker(hostname, info)
@@ -107,7 +110,7 @@ def connect_signals(inst: Installation) -> None:
         inst.tracker.flush(1.0)
         inst.guard.flush()
         hostname = inst.hostname or getattr(sender, "hostname", None)
-        if not hostname:
+        if not hostname or inst.registry is None:
             return
         try:
             inst.registry.clear_worker(hostname)

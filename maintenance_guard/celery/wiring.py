@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from celery import Celery
 
@@ -55,19 +55,18 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
             guard.catalog.require(operation)  # all valid before the guard changes
         for pattern, operation in settings.task_operations.items():
             guard.task_operations.add(pattern, operation)
-    store = cast(RedisStore, guard.store)
-    registry = InflightRegistry(store, guard.settings.heartbeat_timeout, now=guard.now)
     broker = broker_of(app)
     inst = Installation(
-        app=app,
-        guard=guard,
-        registry=registry,
-        deferred=DeferredQueue(store, broker_key(broker)),
-        tracker=InflightTracker(registry, guard.settings.heartbeat_interval),
-        signer=AdminSigner(store),
-        worker_policy=guard.settings.worker_policy,
-        broker=broker,
+        app=app, guard=guard, worker_policy=guard.settings.worker_policy, broker=broker
     )
+    store = guard.store
+    if isinstance(store, RedisStore):
+        inst.registry = InflightRegistry(store, guard.settings.heartbeat_timeout, now=guard.now)
+        inst.deferred = DeferredQueue(store, broker_key(broker))
+        inst.tracker = InflightTracker(inst.registry, guard.settings.heartbeat_interval)
+        inst.signer = AdminSigner(store)
+    # else (a MemoryStore: an application's unit tests): the in-process defaults of
+    # Installation, no in-flight records, parked work in memory.
     for task in list(app._tasks.values()) if hasattr(app, "_tasks") else []:
         validate_task(guard, task)
     app._maintenance_guard = inst
@@ -77,15 +76,35 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
     app.steps["consumer"].add(GuardConsumerStep)
 
     def on_change(status: MaintenanceStatus) -> None:
-        if not status.is_active and os.getpid() == inst.sweeper_pid:
+        if not status.is_active and os.getpid() == inst.sweeper_pid and not inst.closed:
             inst.request_replay()
 
+    inst.listener = on_change
     guard.add_listener(on_change)
     guard.add_periodic(quietly(inst.sweep_deferred), DEFERRED_SWEEP_SECONDS)
     warn_about_other_brokers(inst)
-    # Emergency mode: worker control commands, terminated jobs refused, resume after.
-    install_worker_hooks(app, guard)
+    if isinstance(guard.store, RedisStore):  # emergencies keep their records in Redis
+        # Emergency mode: worker control commands, terminated jobs refused, resume after.
+        inst.receivers += install_worker_hooks(app, guard)
     return guard
+
+
+def uninstall(app: Celery) -> None:
+    """Undo `install` on ``app`` (for tests that make an app per test): its signal
+    receivers are disconnected, ``send_task`` is Celery's own again, the guard stops
+    replaying for it. Parked work stays where it is. A no-op if not installed."""
+    inst = installation_of(app)
+    if inst is None:
+        return
+    inst.closed = True
+    for signal, receiver in inst.receivers:
+        signal.disconnect(receiver)
+    inst.receivers = []
+    if inst.listener is not None:
+        inst.guard.remove_listener(inst.listener)
+    app.__dict__.pop("send_task", None)  # the wrapper `patch_send_task` set on the instance
+    app.__dict__.pop("_mg_emergency_hooks", None)
+    del app._maintenance_guard
 
 
 def quietly(task: Callable[[], None]) -> Callable[[], None]:

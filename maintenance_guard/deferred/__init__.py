@@ -3,6 +3,7 @@ per broker, keyed by task id (see `queue` for the guarantees), by a `Replayer` t
 No Celery import here: the adapter passes a ``send`` callable."""
 
 from .entry import DEFER_POLICIES, DeferredEntry, check_policy, new_entry
+from .memory import MemoryDeferredQueue
 from .queue import LOCK_TTL_MS, SENT_RETENTION, DeferredQueue, QueueCheck, ReplayReport
 from .replayer import Replayer
 
@@ -12,6 +13,7 @@ __all__ = [
     "SENT_RETENTION",
     "DeferredEntry",
     "DeferredQueue",
+    "MemoryDeferredQueue",
     "QueueCheck",
     "ReplayReport",
     "Replayer",

@@ -7,12 +7,28 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import StoreUnavailable
 from .entry import DeferredEntry
-from .queue import DeferredQueue
+from .queue import QueueCheck, ReplayReport
 
 logger = logging.getLogger("maintenance_guard")
+
+
+class ReplayableQueue(Protocol):
+    """What a `Replayer` needs of a queue (`DeferredQueue`, `MemoryDeferredQueue`)."""
+
+    def replay(
+        self,
+        send: Callable[[DeferredEntry], None],
+        *,
+        keep_going: Callable[[], bool] = ...,
+    ) -> ReplayReport: ...
+
+    def check(self) -> QueueCheck: ...
+
+    def lock_ttl(self) -> float: ...
 
 
 class Replayer:
@@ -26,7 +42,7 @@ class Replayer:
 
     def __init__(
         self,
-        queue: DeferredQueue,
+        queue: ReplayableQueue,
         send: Callable[[DeferredEntry], None],
         maintenance_off: Callable[[], bool],
         *,

@@ -28,10 +28,14 @@ _TIMED = ("started_at", "changed_at", "at")
 class _MemorySubscription:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[StateStamp] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[StateStamp | None] = queue.SimpleQueue()
 
     def notify(self, stamp: StateStamp) -> None:
         self._queue.put(stamp)
+
+    def interrupt(self) -> None:
+        """Return a waiting `wait` at once (with None): the watcher is stopping."""
+        self._queue.put(None)
 
     def wait(self, timeout: float) -> StateStamp | None:
         try:

@@ -175,3 +175,27 @@ def test_maintenance_guard_demo_from_the_wheel_runs_work_and_stops_its_redis(
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert status.returncode == 3, status.stdout
+
+
+def test_the_installed_wheel_registers_its_pytest_plugin(
+    venv: Path, elsewhere: tuple[Path, dict[str, str]]
+) -> None:
+    cwd, env = elsewhere
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "pytest>=8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    (cwd / "test_shop.py").write_text(
+        "from maintenance_guard.pytest import assert_refused\n\n"
+        "def test_refused(maintenance_guard, maintenance):\n"
+        "    with maintenance('emergency', reason='incident'):\n"
+        "        assert_refused(lambda: maintenance_guard.check('read'), mode='emergency')\n"
+    )
+    run = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "--trace-config", "-p", "no:cacheprovider"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert f"PLUGIN registered: <module 'maintenance_guard.pytest' from '{venv}" in run.stdout
+    assert "1 passed" in run.stdout
