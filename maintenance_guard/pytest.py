@@ -154,9 +154,10 @@ class Maintenance:
         duration: int | str | None = None,
     ) -> Iterator[MaintenanceStatus]:
         """Enable ``mode`` (``normal``, ``emergency`` or ``test``; ``operations``
-        narrows what normal mode blocks) and yield the new status; on leaving, the state
-        before the block is back. Emergency here is the state only: no worker is
-        stopped (`MaintenanceGuard.emergency` does that)."""
+        narrows what normal mode blocks) and yield the new status; on leaving (also on
+        an exception) the state before the block is back: off, or the same mode, reason,
+        operations, remaining duration and auto-end. Emergency here is the state only:
+        no worker is stopped (`MaintenanceGuard.emergency` does that)."""
         previous = self.guard.status(with_jobs=False)
         status = self.guard.enable(mode, reason, duration=duration, by=ACTOR, operations=operations)
         try:
@@ -165,13 +166,14 @@ class Maintenance:
             if previous.mode is None:
                 self.guard.disable(by=ACTOR)
             else:
+                remaining = _remaining(previous, self.guard.now())
                 self.guard.enable(
                     previous.mode,
                     previous.reason,
                     by=ACTOR,
                     operations=list(previous.blocked_operations) or None,
-                    duration=_remaining(previous, self.guard.now()),
-                    auto_end=previous.auto_end,
+                    duration=remaining,
+                    auto_end=previous.auto_end and remaining is not None,
                 )
 
 
