@@ -45,16 +45,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .errors import MaintenanceActive
+from .guard import MaintenanceGuard
+from .settings import GuardSettings
+from .status import MaintenanceStatus
+from .store import MemoryStore, RedisStore, StateStore
+from .urls import mask_url
+
 if TYPE_CHECKING:
     from .deferred import DeferredEntry
-    from .errors import MaintenanceActive
-    from .guard import MaintenanceGuard
-    from .settings import GuardSettings
-    from .status import MaintenanceStatus
-    from .store import StateStore
-
-# maintenance_guard itself is imported inside the fixtures: a pytest run that never
-# uses them does not pay for importing redis-py and the guard at start-up.
 
 REDIS_URL_ENV = "MAINTENANCE_GUARD_TEST_REDIS_URL"
 ACTOR = "pytest"
@@ -86,8 +85,6 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     url = config.getoption("mg_redis_url", None) or os.environ.get(REDIS_URL_ENV)
     if not url:
         return None
-    from .urls import mask_url
-
     return f"maintenance-guard: fixtures on Redis {mask_url(url)}"
 
 
@@ -96,12 +93,8 @@ def maintenance_guard_store(request: pytest.FixtureRequest) -> Iterator[StateSto
     """The guard's store: in memory, or on ``--mg-redis-url`` under a private prefix."""
     url = request.config.getoption("mg_redis_url", None) or os.environ.get(REDIS_URL_ENV)
     if not url:
-        from .store import MemoryStore
-
         yield MemoryStore()
         return
-    from .store import RedisStore
-
     store = RedisStore.from_url(url, prefix=f"mg-test-{uuid.uuid4().hex[:12]}")
     try:
         yield store
@@ -112,8 +105,6 @@ def maintenance_guard_store(request: pytest.FixtureRequest) -> Iterator[StateSto
 @pytest.fixture
 def maintenance_guard_settings(maintenance_guard_store: StateStore) -> GuardSettings:
     """Settings of the ``maintenance_guard`` fixture; override to change them."""
-    from .settings import GuardSettings
-
     prefix = getattr(maintenance_guard_store, "prefix", None)
     return GuardSettings(key_prefix=prefix) if prefix else GuardSettings()
 
@@ -123,8 +114,6 @@ def maintenance_guard(
     maintenance_guard_store: StateStore, maintenance_guard_settings: GuardSettings
 ) -> Iterator[MaintenanceGuard]:
     """A `MaintenanceGuard` on ``maintenance_guard_store``, maintenance off."""
-    from .guard import MaintenanceGuard
-
     guard = MaintenanceGuard(maintenance_guard_store, maintenance_guard_settings)
     try:
         yield guard
@@ -191,8 +180,6 @@ def assert_refused(
     be what the refusal names (for a response that needs the JSON body: ask for it with
     ``Accept: application/json``).
     """
-    from .errors import MaintenanceActive
-
     __tracebackhide__ = True
     if _is_response(target):
         status_code, headers, body = _response_parts(target)
@@ -225,8 +212,6 @@ def assert_allowed(target: Callable[[], object] | Any) -> Any:
     A callable must not raise `MaintenanceActive` (other exceptions propagate); a
     response must not be the guard's 503.
     """
-    from .errors import MaintenanceActive
-
     __tracebackhide__ = True
     if _is_response(target):
         status_code, _headers, body = _response_parts(target)
@@ -248,7 +233,7 @@ def parked_tasks(app: Any) -> list[DeferredEntry]:
     """What the Celery adapter parked for replay after maintenance for ``app`` (refused
     submissions with ``on_maintenance="defer"`` and messages a worker held back), oldest
     first. Raises `LookupError` if ``install`` was not called on ``app``."""
-    from .celery import installation_of
+    from .celery import installation_of  # Celery is imported only by those who use it
 
     inst = installation_of(app)
     if inst is None:
@@ -284,7 +269,7 @@ def _response_parts(response: Any) -> tuple[int, Any, dict[str, Any] | None]:
     return int(response.status_code), response.headers, body
 
 
-def _delete_keys_of(store: Any) -> None:
+def _delete_keys_of(store: RedisStore) -> None:
     client = store.redis
     keys = list(client.scan_iter(match=store.key("*"), count=500))
     for start in range(0, len(keys), 500):
