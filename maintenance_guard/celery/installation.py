@@ -71,6 +71,8 @@ class Installation:
     def request_replay(self) -> None:
         """Replay this broker's parked submissions soon, from the background thread,
         retrying with backoff until they are sent (or maintenance starts again)."""
+        if self.closed:
+            return
         if self.replayer is None:
             self.replayer = Replayer(self.deferred, self._send_entry, self._maintenance_off)
         self.replayer.request()

@@ -92,11 +92,14 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
 def uninstall(app: Celery) -> None:
     """Undo `install` on ``app`` (for tests that make an app per test): its signal
     receivers are disconnected, ``send_task`` is Celery's own again, the guard stops
-    replaying for it. Parked work stays where it is. A no-op if not installed."""
+    replaying for it (a replay under way ends after the entry it is sending; waits up to
+    5 s). Parked work stays where it is. A no-op if not installed."""
     inst = installation_of(app)
     if inst is None:
         return
     inst.closed = True
+    if inst.replayer is not None:
+        inst.replayer.stop()
     for signal, receiver in inst.receivers:
         signal.disconnect(receiver)
     inst.receivers = []

@@ -57,26 +57,44 @@ class Replayer:
         self._wake = threading.Event()
         self._pid = 0
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
         self.passes = 0
 
     def request(self) -> None:
         """Replay soon (from the background thread); returns at once."""
         with self._lock:
+            if self._stopped:
+                return
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._wake = threading.Event()
-                threading.Thread(
+                self._thread = threading.Thread(
                     target=self._run, name="maintenance-guard-replayer", daemon=True
-                ).start()
+                )
+                self._thread.start()
             self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop replaying (a pass under way stops after the entry it is sending) and wait
+        up to ``timeout`` for the thread; `request` does nothing afterwards."""
+        with self._lock:
+            self._stopped = True
+            self._wake.set()
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _keep_going(self) -> bool:
+        return not self._stopped and self.maintenance_off()
 
     def _run(self) -> None:
         wake = self._wake
         backoff = self.first_backoff
-        while True:
+        while not self._stopped:
             wake.wait()
             wake.clear()
-            while True:
+            while not self._stopped:
                 outcome = self._one_pass()
                 if outcome == "done":
                     backoff = self.first_backoff
@@ -94,15 +112,15 @@ class Replayer:
         """Replay once: ``done``, ``failed`` (retry with backoff), ``locked`` (retry when
         the lock expires) or ``more`` (retry at once)."""
         try:
-            if not self.maintenance_off():
+            if not self._keep_going():
                 return "done"
-            report = self.queue.replay(self.send, keep_going=self.maintenance_off)
+            report = self.queue.replay(self.send, keep_going=self._keep_going)
             self.passes += 1
             if report.failed:
                 return "failed"
             if report.skipped_locked:
                 return "locked"
-            if self.maintenance_off() and self.queue.check().pending:
+            if self._keep_going() and self.queue.check().pending:
                 return "more"
             return "done"
         except StoreUnavailable as exc:
