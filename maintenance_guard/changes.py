@@ -1,5 +1,6 @@
 """The state changes an operator makes: checked arguments, the new state and the audit
-event of an enable or a disable, built from the state they replace (no I/O)."""
+event of an enable, a disable, a queue pause or resume, built from the state they
+replace (no I/O)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from .errors import InvalidInput
 from .inputs import clean_actor, clean_note, clean_reason, parse_duration
 from .modes import MaintenanceMode, Operation, OperationCatalog
+from .pauses import QueuePause, clean_names, pauses_in_effect
 from .status import MaintenanceStatus
 from .store import SERVER_TIME, event_fields
 
@@ -119,3 +121,96 @@ class Disabling:
             at=SERVER_TIME,
             previous_mode=old.mode.value if old and old.mode else "",
         )
+
+
+@dataclass(frozen=True)
+class Pausing:
+    """A checked request to pause queues."""
+
+    queues: tuple[str, ...]
+    workers: tuple[str, ...]
+    duration: int | None
+    reason: str
+    actor: str
+    beat: bool
+
+    @classmethod
+    def parse(
+        cls,
+        queues: object,
+        *,
+        reason: object,
+        by: object = None,
+        duration: int | str | None = None,
+        workers: object = None,
+        beat: bool = False,
+    ) -> Pausing:
+        """Check every argument; raises `InvalidInput` for the first bad one. A pause
+        needs at least one queue: there is no "pause everything" (that is emergency)."""
+        names = clean_names(queues, what="queues")
+        if not names:
+            raise InvalidInput("name at least one queue to pause (--queue NAME)")
+        if not isinstance(beat, bool):
+            raise InvalidInput("beat must be true or false")
+        seconds = None if duration is None else parse_duration(duration, what="pause duration")
+        return cls(
+            queues=names,
+            workers=clean_names(workers, what="workers"),
+            duration=seconds,
+            reason=clean_reason(reason),
+            actor=clean_actor(by),
+            beat=beat,
+        )
+
+    def apply(self, current: Iterable[QueuePause], now: float) -> tuple[QueuePause, ...]:
+        """The pauses after this one: a queue paused again gets the new scope and end."""
+        ends = None if self.duration is None else now + self.duration
+        new = {
+            q: QueuePause(q, self.reason, self.actor, now, ends, self.workers, self.beat)
+            for q in self.queues
+        }
+        kept = [p for p in pauses_in_effect(current, now) if p.queue not in new]
+        return tuple(kept) + tuple(new.values())
+
+    def event(self, unknown: Iterable[str] = ()) -> dict[str, str]:
+        """The audit event ``queues_paused``."""
+        return event_fields(
+            "queues_paused",
+            actor=self.actor,
+            reason=self.reason,
+            queues=list(self.queues),
+            workers=list(self.workers) or None,
+            duration=self.duration,
+            beat=self.beat or None,
+            unknown_queues=list(unknown) or None,
+        )
+
+
+@dataclass(frozen=True)
+class Resuming:
+    """A checked request to resume paused queues (``queues`` empty: all of them)."""
+
+    queues: tuple[str, ...]
+    actor: str
+
+    @classmethod
+    def parse(
+        cls, queues: object = None, *, everything: bool = False, by: object = None
+    ) -> Resuming:
+        """Check the arguments: either queues or ``everything``, not both, not neither."""
+        names = clean_names(queues, what="queues")
+        if names and everything:
+            raise InvalidInput("give queues or all, not both")
+        if not names and not everything:
+            raise InvalidInput("name the queues to resume (--queue NAME), or resume all (--all)")
+        return cls(names, clean_actor(by))
+
+    def apply(self, current: Iterable[QueuePause], now: float) -> tuple[QueuePause, ...]:
+        """The pauses left after resuming."""
+        if not self.queues:
+            return ()
+        return tuple(p for p in pauses_in_effect(current, now) if p.queue not in self.queues)
+
+    def event(self, resumed: Iterable[str]) -> dict[str, str]:
+        """The audit event ``queues_resumed``."""
+        return event_fields("queues_resumed", actor=self.actor, queues=list(resumed))

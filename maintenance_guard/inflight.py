@@ -200,6 +200,15 @@ class InflightRegistry(RedisRecords):
         with self.errors("register a worker"):
             self.redis.hset(self.workers_key, hostname, json.dumps(info))
 
+    def update_worker(self, hostname: str, **fields: Any) -> None:
+        """Change fields of a registered worker's info (only that worker writes it); a
+        no-op for a worker not registered."""
+        with self.errors("update a worker"):
+            raw = cast("str | None", self.redis.hget(self.workers_key, hostname))
+            if raw is None:
+                return
+            self.redis.hset(self.workers_key, hostname, json.dumps({**json.loads(raw), **fields}))
+
     def unregister_worker(self, hostname: str) -> None:
         """Forget a worker that shut down."""
         with self.errors("unregister a worker"):

@@ -128,6 +128,30 @@ class GuardCollector(Collector):
                 "When the maintenance state last changed (epoch seconds).",
                 status.changed_at,
             )
+        now = guard.now()
+        pauses = status.pauses(now)
+        yield _gauge(
+            "maintenance_guard_paused_queues",
+            "Queues paused now (`maintenance-guard pause`).",
+            float(len(pauses)),
+        )
+        paused = GaugeMetricFamily(
+            "maintenance_guard_queue_paused",
+            "1 for each queue paused now; the pause's end (epoch seconds) in "
+            "maintenance_guard_queue_pause_end_timestamp_seconds.",
+            labels=["queue"],
+        )
+        ends = GaugeMetricFamily(
+            "maintenance_guard_queue_pause_end_timestamp_seconds",
+            "When each timed queue pause ends (epoch seconds).",
+            labels=["queue"],
+        )
+        for pause in pauses:
+            paused.add_metric([pause.queue], 1.0)
+            if pause.ends_at is not None:
+                ends.add_metric([pause.queue], pause.ends_at)
+        yield paused
+        yield ends
         errors = CounterMetricFamily(
             "maintenance_guard_store_errors",
             "Store (Redis) errors this process met.",
@@ -175,12 +199,19 @@ def _attempt_metrics(counts: dict[str, int]) -> Iterator[Metric]:
         "(cleared by `maintenance-guard reset-test`).",
         labels=["operation", "surface", "mode"],
     )
+    beat = CounterMetricFamily(
+        "maintenance_guard_beat_skipped",
+        "Beat entries skipped because their queue was paused with --beat, by queue.",
+        labels=["queue"],
+    )
     for field, n in sorted(counts.items()):
         parts = field.split(":", 2)
         if len(parts) != 3:
             continue
         kind, surface, operation = parts
-        if kind == "blocked":
+        if kind == "beat_skipped":
+            beat.add_metric([operation], float(n))
+        elif kind == "blocked":
             blocked.add_metric([operation, surface], float(n))
         elif kind == "would_block_normal":
             would.add_metric([operation, surface, "normal"], float(n))
@@ -188,6 +219,7 @@ def _attempt_metrics(counts: dict[str, int]) -> Iterator[Metric]:
             would.add_metric([operation, surface, "emergency"], float(n))
     yield blocked
     yield would
+    yield beat
 
 
 def instrument(

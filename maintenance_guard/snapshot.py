@@ -21,6 +21,7 @@ class Snapshot:
     normal_blocked: frozenset[str]
     end_at: float | None  # auto-end time, if any
     known: bool
+    pause_end_at: float | None = None  # the earliest end of a queue pause, if any
 
     @property
     def mode(self) -> MaintenanceMode | None:
@@ -54,7 +55,8 @@ def build_snapshot(
     ordered = tuple(op for op in catalog.names() if op in blocked)
     status = replace(status, blocked_operations=ordered)
     end_at = status.estimated_completion if status.auto_end else None
-    return Snapshot(status, blocked, normal_blocked, end_at, known)
+    ends = [p.ends_at for p in status.paused_queues if p.ends_at is not None]
+    return Snapshot(status, blocked, normal_blocked, end_at, known, min(ends, default=None))
 
 
 def unknown_snapshot(catalog: OperationCatalog, settings: GuardSettings) -> Snapshot:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .modes import EMERGENCY_MESSAGE, GENERAL_MESSAGE, MaintenanceMode
+from .pauses import QueuePause, pauses_in_effect
 
 TEST_MESSAGE = "Maintenance test mode: nothing is blocked; would-be refusals are recorded."
 
@@ -46,6 +47,10 @@ class MaintenanceStatus:
     # Set by `drain` (normal mode): blocked messages published before maintenance began
     # are held back too, so nothing blocked can start once the drain reports success.
     hold_queued: bool = False
+    # Queues the workers stop consuming (`MaintenanceGuard.pause_queues`); independent of
+    # the mode: enable and disable keep them. Entries past their end may linger until
+    # one process removes them; `pauses(now)` leaves them out.
+    paused_queues: tuple[QueuePause, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -88,6 +93,10 @@ class MaintenanceStatus:
             return GENERAL_MESSAGE
         return ""
 
+    def pauses(self, now: float) -> tuple[QueuePause, ...]:
+        """The queue pauses in effect at ``now``."""
+        return pauses_in_effect(self.paused_queues, now)
+
     def with_jobs(self, active_jobs_count: int) -> MaintenanceStatus:
         """A copy carrying a fresh in-flight job count."""
         return replace(self, active_jobs_count=active_jobs_count)
@@ -110,6 +119,7 @@ class MaintenanceStatus:
             "overrunning": self.overrunning(now),
             "auto_end": self.auto_end if self.is_active else False,
             "retry_after": self.retry_after(now) if self.is_active else None,
+            "paused_queues": [pause_dict(p, include_admin=include_admin) for p in self.pauses(now)],
         }
         if include_admin:
             data["enabled_by"] = self.enabled_by
@@ -136,6 +146,7 @@ class MaintenanceStatus:
             "changed_at": "" if self.changed_at is None else repr(self.changed_at),
             "emergency_id": self.emergency_id,
             "hold_queued": "1" if self.hold_queued else "0",
+            "paused_queues": json.dumps([p.to_fields() for p in self.paused_queues]),
         }
 
     @classmethod
@@ -154,6 +165,7 @@ class MaintenanceStatus:
             "generation",
             "emergency_id",
             "hold_queued",
+            "paused_queues",
         }
         mode_value = fields.get("mode", "")
         return cls(
@@ -169,11 +181,32 @@ class MaintenanceStatus:
             generation=fields.get("generation", ""),
             emergency_id=fields.get("emergency_id", ""),
             hold_queued=fields.get("hold_queued") == "1",
+            paused_queues=tuple(
+                QueuePause.from_fields(p) for p in json.loads(fields.get("paused_queues") or "[]")
+            ),
             extra={k: v for k, v in fields.items() if k not in known},
         )
 
 
 INACTIVE = MaintenanceStatus()
+
+
+def pause_dict(pause: QueuePause, *, include_admin: bool = False) -> dict[str, Any]:
+    """A queue pause's JSON: queue, until (ISO or None), beat; admins also see the
+    reason, who paused it, since when and which workers (None: all)."""
+    data: dict[str, Any] = {
+        "queue": pause.queue,
+        "until": iso_utc(pause.ends_at),
+        "beat": pause.beat,
+    }
+    if include_admin:
+        data.update(
+            reason=pause.reason,
+            by=pause.by,
+            paused_at=iso_utc(pause.paused_at),
+            workers=list(pause.workers) or None,
+        )
+    return data
 
 
 def _float_or_none(value: str | None) -> float | None:

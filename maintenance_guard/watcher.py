@@ -11,6 +11,7 @@ lost. One thread per guard and process; a forked child starts its own.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ChangeTooEarly, ConcurrentChange, StoreUnavailable
@@ -128,7 +130,7 @@ class StateWatcher:
         subscription = None
         interval = guard.settings.poll_interval
         next_poll = 0.0
-        next_auto_end = 0.0
+        next_auto_end = next_pause_end = 0.0
         stop = self.stop_event
         while not stop.is_set():
             now = time.monotonic()
@@ -165,6 +167,14 @@ class StateWatcher:
             ):
                 next_auto_end = time.monotonic() + min(interval, 0.2)
                 self._auto_end()
+            pause_end = snap.pause_end_at
+            if (
+                pause_end is not None
+                and guard.now() >= pause_end
+                and time.monotonic() >= next_pause_end
+            ):
+                next_pause_end = time.monotonic() + min(interval, 0.2)
+                self._end_pauses()
         if subscription is not None:
             subscription.close()
 
@@ -180,7 +190,7 @@ class StateWatcher:
         self._correct_clock(sent, guard.clock(), result.server_time)
         snap = guard.snapshot
         if result.stamp is None:
-            if snap.known and snap.status.is_active:
+            if snap.known and (snap.status.is_active or snap.status.pauses(guard.now())):
                 guard.restore_lost_state()
             elif not snap.known or snap.status.generation:
                 guard.refresh()  # never read, or the store restarted empty
@@ -221,7 +231,8 @@ class StateWatcher:
             at=SERVER_TIME,
             previous_mode=snap.mode.value if snap.mode else "",
         )
-        fields = dict(INACTIVE.to_fields())
+        # The queue pauses are not maintenance: they outlive it.
+        fields = dict(replace(INACTIVE, paused_queues=snap.status.paused_queues).to_fields())
         fields["changed_at"] = SERVER_TIME
         try:
             # Redis' clock decides: a process whose clock runs ahead cannot end it early.
@@ -232,6 +243,41 @@ class StateWatcher:
             return  # this process's clock estimate was a little ahead; try at the next poll
         except ConcurrentChange:
             guard.refresh()  # another process ended or changed it first
+            return
+        except StoreUnavailable as exc:
+            guard.note_store_error(exc)
+            return
+        guard.install(stored)
+
+    def _end_pauses(self) -> None:
+        """Remove the queue pauses whose end has passed, once across the fleet (compare-
+        and-set; Redis' clock decides), with a ``pause_ended`` event. Until then every
+        process already treats them as ended."""
+        guard = self.guard
+        status = guard.snapshot.status
+        now = guard.now()
+        ended = [p for p in status.paused_queues if not p.in_effect(now)]
+        if not ended:
+            return
+        left = [p.to_fields() for p in status.paused_queues if p.in_effect(now)]
+        event = event_fields(
+            "pause_ended",
+            actor="maintenance-guard",
+            reason="the pause's end time passed (--for)",
+            at=SERVER_TIME,
+            queues=[p.queue for p in ended],
+        )
+        try:
+            stored = guard.store.change_state(
+                {"paused_queues": json.dumps(left)},
+                event,
+                expected_version=status.version,
+                not_before=max(p.ends_at or 0.0 for p in ended),
+            )
+        except ChangeTooEarly:
+            return
+        except ConcurrentChange:
+            guard.refresh()
             return
         except StoreUnavailable as exc:
             guard.note_store_error(exc)

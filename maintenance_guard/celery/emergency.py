@@ -7,7 +7,8 @@
   message (``acks_late`` + ``task_reject_on_worker_lost``, a worker restart, a visibility
   timeout) is acknowledged and dropped by Celery before it runs.
 - A worker pauses itself while an emergency run lasts and consumes its queues again
-  when it ends (`ConsumerGate`); the emergency run only watches its pause records.
+  when it ends (`consumers.ConsumerGate`, which also applies queue pauses); the
+  emergency run only watches its pause records.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from celery import bootsteps, signals
+from celery import signals
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
 
@@ -31,14 +31,15 @@ from ..emergency import (
     CMD_RESERVED,
     CMD_RUNNING,
     EmergencyRecords,
-    QueueSpec,
     configure_celery,
     json_safe,
 )
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
-from ..modes import MaintenanceMode
+from ..inflight import InflightRegistry
 from ..status import MaintenanceStatus
+from ..store import RedisStore
+from .consumers import RECONCILE_SECONDS, ConsumerGate, PausedAtStartStep
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -167,136 +168,6 @@ def refuse_terminated(records: EmergencyRecords) -> int:
     return len(ids)
 
 
-def emergency_pause_in_effect(status: MaintenanceStatus) -> bool:
-    """True while an emergency run (`guard.emergency`) keeps the workers paused.
-
-    A plain ``enable(mode="emergency")`` refuses everything but pauses no worker (its
-    workers park what they receive); only an emergency run owns the state
-    (``emergency_id``).
-    """
-    return status.mode is MaintenanceMode.EMERGENCY and bool(status.emergency_id)
-
-
-class ConsumerGate:
-    """Makes one worker's consumption follow the state: paused while an emergency run
-    lasts, consuming again once it ends.
-
-    The worker is the only one that pauses or resumes itself (the emergency run only
-    watches the pause records), so a `disable` racing the pause cannot leave it paused.
-    Called on every state change and every few seconds (a worker that was hung, or
-    missed a change, catches up), from any thread: decisions are serialised here, and
-    the consumer applies them in order on its own event loop (as Celery's
-    ``add_consumer``/``cancel_consumer`` commands do).
-    """
-
-    def __init__(self, consumer: Any, guard: MaintenanceGuard, records: EmergencyRecords) -> None:
-        self.consumer = consumer
-        self.guard = guard
-        self.records = records
-        self.hostname = str(consumer.hostname)
-        self._lock = threading.Lock()
-        self.paused: list[QueueSpec] = []
-        # Every queue this worker was seen consuming: a pause also covers one whose
-        # re-add is still waiting on the event loop.
-        self.known: list[QueueSpec] = []
-
-    def follow(self, status: MaintenanceStatus | None = None) -> None:
-        """Pause or resume to match ``status`` (default: the current state)."""
-        with self._lock:
-            if emergency_pause_in_effect(status or self.guard.current()):
-                self._pause()
-            else:
-                self._resume()
-
-    def paused_at_start(self, queues: list[QueueSpec]) -> None:
-        """The consumer step cancelled ``queues`` before the first fetch (see
-        `EmergencyPauseStep`)."""
-        with self._lock:
-            self.paused = list(queues)
-            self.known = list(queues)
-
-    def _pause(self) -> None:
-        if self.paused:
-            return
-        task_consumer = getattr(self.consumer, "task_consumer", None)
-        if task_consumer is None:
-            return
-        current = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in task_consumer.queues]
-        queues = current + [q for q in self.known if q not in current]
-        if not queues:
-            return
-        self.known = queues
-        # Recorded first: whoever looks (the emergency run, a later resume after a
-        # restart) finds the record before the pause takes effect.
-        self.records.set_cancelled(self.hostname, queues)
-        for q in queues:
-            self.consumer.call_soon(self.consumer.cancel_task_queue, q.name)
-        self.paused = queues
-        logger.warning(
-            "an emergency is under way: not consuming %s",
-            ", ".join(q.name for q in queues),
-            extra={"mg_event": "consumers_cancelled", "mg_worker": self.hostname},
-        )
-
-    def _resume(self) -> None:
-        recorded, token = self.records.pause_state(self.hostname)
-        queues = recorded + [q for q in self.paused if q not in recorded]
-        if not queues:
-            return
-        for q in queues:
-            self.consumer.call_soon(
-                self.consumer.add_task_queue,
-                q.name,
-                q.exchange or None,
-                q.exchange_type,
-                q.routing_key or None,
-            )
-        self.paused = []
-        self.known = queues + [q for q in self.known if q not in queues]
-        names = [q.name for q in queues]
-        self.records.mark_resumed(self.hostname, names, token)
-        logger.info(
-            "consuming again: %s",
-            ", ".join(names),
-            extra={"mg_event": "consumers_resumed", "mg_worker": self.hostname},
-        )
-
-
-class EmergencyPauseStep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Consumer step: a worker (re)starting during an emergency consumes nothing.
-
-    Runs after the task consumer is set up and before the event loop fetches a message.
-    """
-
-    requires = ("celery.worker.consumer.tasks:Tasks",)
-
-    def start(self, c: Any) -> None:
-        hooked = getattr(c.app, "_mg_emergency", None)
-        if hooked is None or c.task_consumer is None:
-            return
-        guard, records = hooked
-        if not emergency_pause_in_effect(guard.refresh()):
-            return
-        queues = [QueueSpec.from_celery(q.as_dict(recurse=True)) for q in c.task_consumer.queues]
-        try:
-            records.set_cancelled(c.hostname, queues)
-        except StoreUnavailable as exc:
-            logger.warning(
-                "cannot record paused consumers: %s", exc, extra={"mg_event": "store_error"}
-            )
-        for queue in queues:
-            c.cancel_task_queue(queue.name)
-        c._mg_paused_at_start = queues
-        logger.warning(
-            "started during an emergency: not consuming %s",
-            ", ".join(q.name for q in queues) or "anything",
-            extra={"mg_event": "consumers_cancelled", "mg_worker": c.hostname},
-        )
-
-
-RECONCILE_SECONDS = 2.0
-
-
 def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> list[tuple[Any, Any]]:
     """Connect the emergency's worker side for ``app`` (before the worker starts;
     idempotent). Returns the (signal, receiver) pairs it connected."""
@@ -306,7 +177,8 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> list[tuple[Any, A
     configure_celery(guard, app)  # emergencies of this guard drive this app's workers
     records = EmergencyRecords(guard.store)
     app._mg_emergency = (guard, records)
-    app.steps["consumer"].add(EmergencyPauseStep)
+    app.steps["consumer"].add(PausedAtStartStep)
+    registry = InflightRegistry(guard.store) if isinstance(guard.store, RedisStore) else None
     main_pid = os.getpid()
 
     def follow(gate: ConsumerGate, status: MaintenanceStatus | None, changed: bool) -> None:
@@ -324,8 +196,17 @@ def install_worker_hooks(app: Any, guard: MaintenanceGuard) -> list[tuple[Any, A
         if getattr(sender, "app", None) is not app:
             return
         main_pid = os.getpid()
-        gate = ConsumerGate(sender, guard, records)
-        gate.paused_at_start(getattr(sender, "_mg_paused_at_start", []))
+        hostname = str(sender.hostname)
+
+        def note_paused(names: list[str]) -> None:
+            if registry is not None:
+                try:
+                    registry.update_worker(hostname, paused=names)
+                except StoreUnavailable as exc:
+                    logger.warning("cannot note paused queues: %s", exc)
+
+        gate = ConsumerGate(sender, guard, records, note_paused)
+        gate.paused_at_start(*getattr(sender, "_mg_paused_at_start", ([], False)))
         # Listen first, then look: a change between the two is never missed.
         guard.add_listener(lambda status: follow(gate, status, True))
         guard.add_periodic(lambda: follow(gate, None, False), RECONCILE_SECONDS)

@@ -52,6 +52,7 @@ class Installation:
     replayer: Replayer | None = None
     listener: Callable[[Any], None] | None = None  # the guard's change listener
     closed: bool = False  # `uninstall` was called
+    in_beat: bool = False  # this process runs the beat scheduler (beat_init)
 
     def operation_of(self, name: str, task: Any = None) -> str | None:
         """The operation a task name maps to (a `GuardedTask`'s declaration first)."""

@@ -121,6 +121,12 @@ def patch_send_task(app: Celery, inst: Installation) -> None:
             earlier = resolve_resubmission(inst, options["task_id"], options)
             if earlier is not None:
                 return earlier
+        if (
+            inst.guard.current().paused_queues
+            and not getattr(local, "replaying", False)
+            and skip_for_beat(inst, name, args, kwargs, options)
+        ):
+            return None
         if maintenance_off(inst.guard):
             if policy is not None:
                 check_policy(policy)
@@ -147,6 +153,41 @@ def patch_send_task(app: Celery, inst: Installation) -> None:
         return original(name, args, kwargs, **options)
 
     app.send_task = send_task
+
+
+BEAT_HEADER = "celery_beat_task"  # set by Celery's beat on what it sends (5.5+)
+
+
+def skip_for_beat(
+    inst: Installation, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+) -> bool:
+    """True if beat is sending ``name`` to a queue paused with ``beat=True``: the entry
+    is skipped (logged, counted), not queued behind the pause, and the schedule moves on
+    (beat advanced it before sending), so a resume fires no backlog."""
+    headers = options.get("headers") or {}
+    if not (headers.get(BEAT_HEADER) or inst.in_beat):
+        return False
+    try:
+        route = inst.app.amqp.router.route(dict(options), name, args, kwargs)
+        queue = getattr(route.get("queue"), "name", None)
+    except Exception:  # routing errors are Celery's to report, when it sends
+        return False
+    now = inst.guard.now()
+    pause = next(
+        (p for p in inst.guard.current().paused_queues if p.queue == queue and p.in_effect(now)),
+        None,
+    )
+    if pause is None or not pause.beat:
+        return False
+    inst.guard.recorder.count("beat", queue, kind="beat_skipped")
+    logger.warning(
+        "beat: skipped %s: queue %s is paused (%s)",
+        name,
+        queue,
+        pause.reason,
+        extra={"mg_event": "beat_skipped", "mg_task": name, "mg_queue": queue},
+    )
+    return True
 
 
 def log_refusal(name: str, operation: str | None, refused: MaintenanceActive) -> None:

@@ -74,6 +74,7 @@ def connect_signals(inst: Installation) -> None:
             "started_at": inst.guard.now(),
             "broker": inst.broker,
             "deferred_queue": inst.deferred.app,
+            **consumed_queues(sender),
         }
         if inst.registry is None:  # a guard on a MemoryStore: nothing to register
             inst.request_replay()
@@ -118,6 +119,10 @@ def connect_signals(inst: Installation) -> None:
         except StoreUnavailable as exc:
             logger.warning("cannot unregister worker %s: %s", hostname, exc)
 
+    def beat_started(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            inst.in_beat = True  # for a Celery whose beat does not mark what it sends
+
     pairs: list[tuple[Any, Callable[..., Any]]] = [
         (signals.task_prerun, job_started),
         (signals.task_postrun, job_ended),
@@ -128,7 +133,18 @@ def connect_signals(inst: Installation) -> None:
         (signals.worker_process_init, pool_process_started),
         (signals.worker_process_shutdown, pool_process_ending),
         (signals.worker_shutdown, worker_shutdown),
+        (signals.beat_init, beat_started),
     ]
     for signal, receiver in pairs:
         signal.connect(receiver, weak=False)
     inst.receivers = pairs
+
+
+def consumed_queues(consumer: Any) -> dict[str, list[str]]:
+    """The queues a starting worker consumes (``queues``) and those of them it does not
+    consume now because they are paused (``paused``), for the worker registry."""
+    paused_at_start: list[Any] = getattr(consumer, "_mg_paused_at_start", ([], False))[0]
+    paused = sorted(q.name for q in paused_at_start)
+    task_consumer = getattr(consumer, "task_consumer", None)
+    current = [q.name for q in task_consumer.queues] if task_consumer is not None else []
+    return {"queues": sorted(set(current) | set(paused)), "paused": paused}

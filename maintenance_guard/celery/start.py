@@ -10,6 +10,7 @@ from typing import Any
 from ..deferred import new_entry
 from ..errors import StoreUnavailable
 from ..modes import MaintenanceMode
+from .consumers import paused_for, queue_of
 from .context import replaying
 from .deferral import call_payload, park_with_retry
 from .installation import Installation, installation_of
@@ -47,6 +48,8 @@ def refuse_start(inst: Installation, task: Any, task_id: str, args: Any, kwargs:
     from celery.exceptions import Ignore, Reject
 
     status = inst.guard.current()
+    if status.paused_queues:
+        send_back_if_paused(inst, task, task_id, args, kwargs)
     if status.mode is None or status.mode is MaintenanceMode.TEST:
         return  # test mode refuses nothing (its receipt re-check recorded the attempt)
     request = task.request
@@ -95,6 +98,40 @@ def refuse_start(inst: Installation, task: Any, task_id: str, args: Any, kwargs:
         task_id,
         extra=extra,
     )
+    raise Ignore()
+
+
+def send_back_if_paused(
+    inst: Installation, task: Any, task_id: str, args: Any, kwargs: Any
+) -> None:
+    """A message the worker reserved before its queue was paused goes back to the broker
+    instead of starting: rejected with requeue (``acks_late``) or, already acknowledged,
+    published again as it came (same id, routing and canvas) and ignored here. Returns
+    if its queue is not paused for this worker."""
+    from celery.exceptions import Ignore, Reject
+
+    request = task.request
+    paused = paused_for(inst.guard, getattr(request, "hostname", None) or inst.hostname)
+    queue = queue_of(inst.app, getattr(request, "delivery_info", None))
+    if queue is None or queue not in paused:
+        return
+    extra = {"mg_event": "paused_sent_back", "mg_task": task.name, "mg_task_id": task_id}
+    logger.info(
+        "sent %s[%s] back to the broker before it started: queue %s is paused",
+        task.name,
+        task_id,
+        queue,
+        extra=extra,
+    )
+    if bool(getattr(request, "acks_late", None) or task.acks_late):
+        raise Reject("queue paused", requeue=True)
+    headers = dict(getattr(request, "headers", None) or {})
+    options = start_options(request)
+    # Keep the guard's stamps: the copy is the same submission, not a new one.
+    stamps = {k: v for k, v in headers.items() if k.startswith("mg_")}
+    options["headers"] = {**(options.get("headers") or {}), **stamps}
+    with replaying():
+        inst.app.send_task(task.name, args, kwargs, task_id=task_id, **options)
     raise Ignore()
 
 

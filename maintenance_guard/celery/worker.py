@@ -15,6 +15,7 @@ from celery import bootsteps
 from ..deferred import new_entry
 from ..errors import MaintenanceActive
 from ..modes import MaintenanceMode
+from .consumers import paused_for, queue_of
 from .context import (
     HEADER_ADMIN,
     HEADER_GUARDED,
@@ -177,10 +178,21 @@ def guard_handler(
     name: str,
     handler: Callable[..., Any],
     connection_errors: tuple[type[BaseException], ...],
+    hostname: str | None = None,
 ) -> Callable[..., Any]:
     def on_message(
         message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> Any:
+        if inst.guard.current().paused_queues and from_paused_queue(inst, message, hostname):
+            # Fetched before the pause took effect here: back to the broker (at the
+            # front of a Redis queue; in place on RabbitMQ), for after the pause.
+            logger.info(
+                "returned %s[%s] to the broker: its queue is paused",
+                name,
+                (message.headers or {}).get("id"),
+                extra={"mg_event": "paused_requeued", "mg_task": name},
+            )
+            return reject(logger, connection_errors, True)
         verdict = safe_verdict(inst, name, message.headers or {})
         if verdict == "run":
             return handler(message, body, ack, reject, callbacks, **kw)
@@ -195,6 +207,15 @@ def guard_handler(
 
     on_message._mg_guarded = True  # type: ignore[attr-defined]
     return on_message
+
+
+def from_paused_queue(inst: Installation, message: Any, hostname: str | None) -> bool:
+    try:
+        paused = paused_for(inst.guard, hostname)
+        return bool(paused) and queue_of(inst.app, message.delivery_info) in paused
+    except Exception:  # the guard must never take the worker down
+        logger.exception("queue pause check failed; running the message")
+        return False
 
 
 def guard_eta_requests(inst: Installation, on_task_request: Callable[..., Any]) -> Any:
@@ -235,6 +256,8 @@ class GuardConsumerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         for name, handler in list(c.strategies.items()):
             if name.startswith("celery.") or getattr(handler, "_mg_guarded", False):
                 continue
-            c.strategies[name] = guard_handler(inst, name, handler, tuple(c.connection_errors))
+            c.strategies[name] = guard_handler(
+                inst, name, handler, tuple(c.connection_errors), str(c.hostname)
+            )
         if not getattr(c.on_task_request, "_mg_guarded", False):
             c.on_task_request = guard_eta_requests(inst, c.on_task_request)

@@ -15,6 +15,7 @@ from ..modes import MaintenanceMode
 from ..status import MaintenanceStatus, iso_utc
 from .errors import cli_errors
 from .group import DURATION, default_actor, get_guard
+from .pauses import describe_pauses
 
 
 def describe_status(status: MaintenanceStatus, now: float) -> list[str]:
@@ -77,7 +78,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         data["attempt_counts"] = counts  # admin view: {kind: {operation: {surface: n}}}
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo("\n".join(describe_status(current, now) + describe_counts(counts)))
+        lines = describe_status(current, now) + describe_pauses(current.pauses(now), now)
+        click.echo("\n".join(lines + describe_counts(counts)))
 
 
 @click.command()

@@ -22,8 +22,14 @@ from werkzeug.exceptions import HTTPException
 from ..emergency import run_emergency
 from ..errors import ConcurrentChange, InvalidInput, StoreUnavailable, UnknownOperation
 from ..inputs import MAX_GRACE_SECONDS, clean_reason, parse_duration
-from ..status import MaintenanceStatus
-from .bodies import DisableRequest, EmergencyRequest, EnableRequest
+from ..status import MaintenanceStatus, pause_dict
+from .bodies import (
+    DisableRequest,
+    EmergencyRequest,
+    EnableRequest,
+    PauseRequest,
+    ResumeRequest,
+)
 from .config import ConfigVars
 from .openapi import openapi_document
 from .stream import TooManyStreams
@@ -40,6 +46,8 @@ CSRF_HEADER = "X-CSRF-Token"
 _ENABLE_FIELDS = {"mode", "reason", "duration", "auto_end", "operations"}
 _DISABLE_FIELDS = {"reason"}
 _EMERGENCY_FIELDS = {"reason", "grace_period"}
+_PAUSE_FIELDS = {"queues", "reason", "duration", "workers", "beat"}
+_RESUME_FIELDS = {"queues", "all"}
 
 
 class ApiError(Exception):
@@ -304,6 +312,39 @@ def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
         body_out["grace_period"] = grace
         body_out["report"] = report_to_json(report)
         return jsonify(body_out)
+
+    @admin_route(f"{API}/pause", "api_pause")
+    def api_pause() -> Response:
+        args = PauseRequest.from_body(read_json_body(ext, _PAUSE_FIELDS, optional=False))
+        result = ext.active_guard.pause_queues(
+            args.queues,
+            reason=args.reason,
+            by=ext.request_user() or "admin",
+            duration=args.duration,
+            workers=args.workers,
+            beat=args.beat,
+        )
+        return jsonify(
+            {
+                "paused_queues": [pause_dict(p, include_admin=True) for p in result.pauses],
+                "warnings": result.warnings,
+            }
+        )
+
+    @admin_route(f"{API}/resume", "api_resume")
+    def api_resume() -> Response:
+        args = ResumeRequest.from_body(read_json_body(ext, _RESUME_FIELDS, optional=False))
+        guard = ext.active_guard
+        resumed = guard.resume_queues(
+            args.queues, everything=args.everything, by=ext.request_user() or "admin"
+        )
+        left = guard.current().pauses(guard.now())
+        return jsonify(
+            {
+                "resumed": list(resumed),
+                "paused_queues": [pause_dict(p, include_admin=True) for p in left],
+            }
+        )
 
     @bp.errorhandler(ApiError)
     def on_api_error(exc: ApiError) -> Response:

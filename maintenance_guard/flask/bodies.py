@@ -71,17 +71,7 @@ class EnableRequest:
         """Check the body's types; raises `InvalidInput`."""
         mode = _string(body, "mode", required=False)
         reason = _string(body, "reason", required=True)
-        duration: int | str | None = None
-        if "duration" in body:
-            raw = body["duration"]
-            if isinstance(raw, str):
-                duration = raw
-            elif _is_integer(raw):
-                duration = _integer(raw, "duration")
-            else:
-                raise InvalidInput(
-                    f"duration must be a number of seconds or a text like 1h30m, not {_kind(raw)}"
-                )
+        duration = _duration(body, "duration")
         auto_end = body.get("auto_end", False)
         if not isinstance(auto_end, bool):
             raise InvalidInput(f"auto_end must be true or false, not {_kind(auto_end)}")
@@ -131,3 +121,65 @@ class EmergencyRequest:
             grace = _integer(body["grace_period"], "grace_period")
         assert reason is not None
         return cls(reason=reason, grace_period=grace)
+
+
+def _duration(body: dict[str, Any], name: str) -> int | str | None:
+    """An optional duration: seconds or a text like ``1h30m`` (checked by the guard)."""
+    if name not in body:
+        return None
+    raw = body[name]
+    if isinstance(raw, str):
+        return raw
+    if _is_integer(raw):
+        return _integer(raw, name)
+    raise InvalidInput(f"{name} must be a number of seconds or a text like 1h30m, not {_kind(raw)}")
+
+
+def _names(body: dict[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if name in body and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise InvalidInput(f"{name} must be a list of names")
+    return value
+
+
+@dataclass(frozen=True)
+class PauseRequest:
+    """``POST /api/maintenance/pause``."""
+
+    queues: list[str]
+    reason: str
+    duration: int | str | None
+    workers: list[str] | None
+    beat: bool
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> PauseRequest:
+        """Check the body's types; raises `InvalidInput` (names are checked by the guard)."""
+        reason = _string(body, "reason", required=True)
+        beat = body.get("beat", False)
+        if not isinstance(beat, bool):
+            raise InvalidInput(f"beat must be true or false, not {_kind(beat)}")
+        assert reason is not None
+        return cls(
+            queues=_names(body, "queues") or [],
+            reason=reason,
+            duration=_duration(body, "duration"),
+            workers=_names(body, "workers"),
+            beat=beat,
+        )
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """``POST /api/maintenance/resume``: ``queues``, or ``all: true``."""
+
+    queues: list[str] | None
+    everything: bool
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ResumeRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        everything = body.get("all", False)
+        if not isinstance(everything, bool):
+            raise InvalidInput(f"all must be true or false, not {_kind(everything)}")
+        return cls(queues=_names(body, "queues"), everything=everything)

@@ -39,6 +39,24 @@ STATUS_SCHEMA: dict[str, Any] = {
             "description": "Only for administrators.",
         },
         "version": {"type": "integer", "description": "Only for administrators."},
+        "paused_queues": {
+            "type": "array",
+            "description": "Queues the workers do not consume now (reason, by, paused_at "
+            "and workers only for administrators; workers null: all).",
+            "items": {
+                "type": "object",
+                "required": ["queue", "until", "beat"],
+                "properties": {
+                    "queue": {"type": "string"},
+                    "until": {**_NULLABLE_STR, "format": "date-time"},
+                    "beat": {"type": "boolean"},
+                    "reason": {"type": "string"},
+                    "by": {"type": "string"},
+                    "paused_at": {"type": "string", "format": "date-time"},
+                    "workers": {"type": ["array", "null"], "items": {"type": "string"}},
+                },
+            },
+        },
     },
 }
 
@@ -184,6 +202,34 @@ _DOCUMENT: dict[str, Any] = {
         "/api/maintenance/disable": {
             "post": _admin_post("Switch maintenance off.", "DisableRequest", body_required=False)
         },
+        "/api/maintenance/pause": {
+            "post": {
+                **_admin_post(
+                    "Pause queues: this app's workers stop consuming them, fleet-wide.",
+                    "PauseRequest",
+                    body_required=True,
+                ),
+                "responses": {
+                    "200": {
+                        "description": "The pauses now in effect, and warnings.",
+                        "content": _json("Pauses"),
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/maintenance/resume": {
+            "post": {
+                **_admin_post("Resume paused queues.", "ResumeRequest", body_required=True),
+                "responses": {
+                    "200": {
+                        "description": "What was resumed, and the pauses left.",
+                        "content": _json("Pauses"),
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
         "/api/maintenance/emergency": {
             "post": _admin_post(
                 "Emergency mode: block everything, revoke running work after the grace period.",
@@ -289,6 +335,41 @@ _DOCUMENT: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {"reason": {"type": "string", "maxLength": 500}},
+            },
+            "PauseRequest": {
+                "type": "object",
+                "required": ["queues", "reason"],
+                "additionalProperties": False,
+                "properties": {
+                    "queues": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "minItems": 1,
+                        "maxItems": 100,
+                    },
+                    "reason": _REASON,
+                    "duration": _DURATION,
+                    "workers": {"type": "array", "items": {"type": "string"}},
+                    "beat": {"type": "boolean"},
+                },
+            },
+            "ResumeRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Either queues or all: true.",
+                "properties": {
+                    "queues": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "all": {"type": "boolean"},
+                },
+            },
+            "Pauses": {
+                "type": "object",
+                "required": ["paused_queues"],
+                "properties": {
+                    "paused_queues": STATUS_SCHEMA["properties"]["paused_queues"],
+                    "warnings": {"type": "array", "items": {"type": "string"}},
+                    "resumed": {"type": "array", "items": {"type": "string"}},
+                },
             },
             "EmergencyRequest": {
                 "type": "object",

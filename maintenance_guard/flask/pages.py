@@ -22,7 +22,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..errors import InvalidInput, StoreUnavailable
 from ..events import summarise_counts
 from ..inflight import InflightRegistry
-from ..status import iso_utc
+from ..pausing import worker_queues
+from ..status import iso_utc, pause_dict
 from .api import API, ApiError, csrf_token, register_api
 from .bypass import BYPASS_COOKIE
 from .config import ConfigVars
@@ -169,8 +170,13 @@ def admin_overview(ext: FlaskMaintenance, *, events: int = 20) -> dict[str, Any]
         "attempts": {},
         "events": [],
         "store_available": True,
+        "paused_queues": [
+            pause_dict(p, include_admin=True) for p in guard.current().pauses(guard.now())
+        ],
+        "workers": {},
     }
     try:
+        out["workers"] = worker_queues(guard) or {}
         out["attempts"] = summarise_counts(guard.store.read_attempt_counts())
         out["events"] = [event.to_dict() for event in guard.events(limit=events)]
     except StoreUnavailable:

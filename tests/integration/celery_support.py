@@ -58,10 +58,12 @@ def make_app(
     queue: str,
     guard: MaintenanceGuard | None = None,
     guarded: bool = True,
+    celery_conf: dict[str, Any] | None = None,
     **guard_conf: Any,
 ) -> Celery:
     """A Celery app with the test tasks, routed to ``queue``; the guard installed if
-    ``guarded`` (from ``guard``, else from the app's ``maintenance_guard_*`` config)."""
+    ``guarded`` (from ``guard``, else from the app's ``maintenance_guard_*`` config).
+    ``celery_conf`` overrides Celery settings (e.g. the prefetch multiplier)."""
     app = Celery(f"mgtest-{queue}", set_as_current=False)
     app.conf.update(
         broker_url=broker,
@@ -83,6 +85,7 @@ def make_app(
         maintenance_guard_task_operations=dict(TASK_PATTERNS),
         **{f"maintenance_guard_{k}": v for k, v in {"poll_interval": 0.2, **guard_conf}.items()},
     )
+    app.conf.update(celery_conf or {})
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 
     def record(token: str) -> None:
@@ -327,14 +330,17 @@ def spawn_worker(
     log_path: Path,
     redis_url: str,
     key_prefix: str,
+    also_consume: tuple[str, ...] = (),
 ) -> WorkerProcess:
     """Start ``celery -A app_module worker`` (prefork, its own process group) on ``queue``
-    and wait until its ``worker_ready`` hook registered this very process."""
+    (and ``also_consume``) and wait until its ``worker_ready`` hook registered this very
+    process."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "celery", "-A", app_module, "worker",
-                "-P", "prefork", "-c", str(concurrency), "-Q", queue, "-n", hostname,
+                "-P", "prefork", "-c", str(concurrency), "-Q", ",".join((queue, *also_consume)),
+                "-n", hostname,
                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO",
             ],
             cwd=ROOT,
@@ -367,7 +373,8 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
     """Factory: start a prefork worker (concurrency 2) on ``queue``; all stopped afterwards.
 
     ``app_module`` is the ``celery -A`` argument (default: this module's test app, built
-    from the ``MG_WORKER_*`` environment); ``extra_env`` adds environment variables.
+    from the ``MG_WORKER_*`` environment); ``extra_env`` adds environment variables,
+    ``also_consume`` more queues, ``celery_conf`` Celery settings.
 
     Waits until the worker has registered itself (its ``worker_ready`` hook ran).
     """
@@ -381,11 +388,15 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
         concurrency: int = 2,
         app_module: str = "tests.integration.celery_support",
         extra_env: dict[str, str] | None = None,
+        also_consume: tuple[str, ...] = (),
+        celery_conf: dict[str, Any] | None = None,
         **guard_conf: Any,
     ) -> WorkerProcess:
         hostname = f"{name or queue}@{socket.gethostname()}"
         env = worker_env(broker, redis_url, key_prefix, queue, guard_conf)
         env.update(extra_env or {})
+        if celery_conf:
+            env["MG_WORKER_CELERY_CONF"] = json.dumps(celery_conf)
         worker = spawn_worker(
             app_module,
             queue,
@@ -395,6 +406,7 @@ def start_worker(tmp_path: Path, key_prefix: str, redis_url: str) -> Iterator[St
             log_path=tmp_path / f"worker-{len(started)}.log",
             redis_url=redis_url,
             key_prefix=key_prefix,
+            also_consume=also_consume,
         )
         started.append(worker)
         return worker
@@ -441,5 +453,6 @@ if os.environ.get("MG_WORKER_PREFIX"):
         redis_url=os.environ["MG_WORKER_REDIS_URL"],
         prefix=os.environ["MG_WORKER_PREFIX"],
         queue=os.environ["MG_WORKER_QUEUE"],
+        celery_conf=json.loads(os.environ.get("MG_WORKER_CELERY_CONF") or "{}"),
         **json.loads(os.environ.get("MG_WORKER_GUARD_CONF") or "{}"),
     )

@@ -218,3 +218,50 @@ def test_emergency_with_an_unusable_session_redis_url_masks_its_password(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert SECRET not in done.stdout + done.stderr and "***" in done.stderr
     assert json.loads(run_cli(cli_env, "status", "--json").stdout)["is_active"] is False
+
+
+def test_pause_paused_resume_as_an_operator_runs_them(cli_env: dict[str, str]) -> None:
+    done = run_cli(
+        cli_env, "pause", "--queue", "reports", "--queue", "exports", "--for", "30m",
+        "--reason", "reindex", "--beat", "--by", "alice",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # No worker of this app consumes them: a warning, not a silent success or a failure.
+    assert done.stderr.startswith("warning: no running worker of this app consumes reports")
+    assert "reports: until" in done.stdout and "beat skips it" in done.stdout
+    listed = json.loads(run_cli(cli_env, "paused", "--json").stdout)
+    assert [p["queue"] for p in listed["paused_queues"]] == ["reports", "exports"]
+    assert listed["paused_queues"][0]["by"] == "alice" and listed["workers"] == {}
+    status = json.loads(run_cli(cli_env, "status", "--json").stdout)
+    assert status["is_active"] is False  # a pause is not maintenance
+    assert [p["queue"] for p in status["paused_queues"]] == ["reports", "exports"]
+    assert "Paused queues:" in run_cli(cli_env, "status").stdout
+    resumed = run_cli(cli_env, "resume", "--queue", "reports", "--by", "bob")
+    assert resumed.stdout.startswith("Resumed: reports") and "exports: until" in resumed.stdout
+    assert "Nothing was paused" in run_cli(cli_env, "resume", "--queue", "reports").stdout
+    assert run_cli(cli_env, "resume", "--all").stdout.startswith("Resumed: exports")
+    assert run_cli(cli_env, "paused").stdout.strip() == "No queue is paused."
+    types = [e["type"] for e in json.loads(run_cli(cli_env, "events", "--json").stdout)]
+    assert types == ["queues_resumed", "queues_resumed", "queues_paused"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("pause", "--reason", "no scope"),
+        ("pause", "--queue", "a b", "--reason", "x"),
+        ("pause", "--queue", "q", "--reason", ""),
+        ("pause", "--queue", "q", "--reason", "x", "--for", "soon"),
+        ("pause", "--queue", "q", "--reason", "x", "--worker", "w*"),
+        ("resume",),
+        ("resume", "--queue", "q", "--all"),
+    ],
+)
+def test_bad_pause_input_prints_one_line_and_exits_2_changing_nothing(
+    cli_env: dict[str, str], args: tuple[str, ...]
+) -> None:
+    done = run_cli(cli_env, *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), done.stderr
+    assert json.loads(run_cli(cli_env, "status", "--json").stdout)["paused_queues"] == []

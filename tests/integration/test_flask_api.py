@@ -297,3 +297,71 @@ def test_status_reflects_a_change_at_once_despite_its_answer_cache(
     assert client.get("/api/maintenance/status").get_json()["reason"] == "now"
     guard.disable()
     assert client.get("/api/maintenance/status").get_json()["is_active"] is False
+
+
+def test_admin_pauses_and_resumes_queues_and_everyone_sees_the_pause(
+    admin: tuple[FlaskClient, dict[str, str]], client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    admin_client, headers = admin
+    response = admin_client.post(
+        "/api/maintenance/pause",
+        json={"queues": ["reports"], "reason": "reindex", "duration": "30m", "beat": True},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert [p["queue"] for p in body["paused_queues"]] == ["reports"]
+    assert body["paused_queues"][0]["by"] == "admin" and body["paused_queues"][0]["beat"]
+    assert "no running worker of this app consumes reports" in body["warnings"][0]
+    public = client.get("/api/maintenance/status").get_json()
+    assert public["is_active"] is False
+    assert public["paused_queues"] == [
+        {"queue": "reports", "until": body["paused_queues"][0]["until"], "beat": True}
+    ]  # no reason, author or workers for non-admins
+    overview = admin_client.get("/api/maintenance/admin/overview").get_json()
+    assert [p["queue"] for p in overview["paused_queues"]] == ["reports"]
+    assert "reports" in admin_client.get("/admin/maintenance").get_data(as_text=True)
+    response = admin_client.post(
+        "/api/maintenance/resume", json={"queues": ["reports"]}, headers=headers
+    )
+    assert response.get_json() == {"resumed": ["reports"], "paused_queues": []}
+    assert [e.type for e in guard.events(limit=2)] == ["queues_resumed", "queues_paused"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("pause", {"reason": "no scope"}),
+        ("pause", {"queues": [], "reason": "x"}),
+        ("pause", {"queues": "reports", "reason": "x"}),
+        ("pause", {"queues": ["a b"], "reason": "x"}),
+        ("pause", {"queues": ["q"], "reason": "x", "beat": "yes"}),
+        ("pause", {"queues": ["q"], "reason": "x", "duration": [1]}),
+        ("pause", {"queues": ["q"], "reason": "x", "workers": [1]}),
+        ("pause", {"queues": ["q"], "reason": "x", "extra": 1}),
+        ("resume", {}),
+        ("resume", {"queues": ["q"], "all": True}),
+        ("resume", {"all": "yes"}),
+    ],
+)
+def test_bad_pause_bodies_get_a_clear_json_error_and_change_nothing(
+    admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard, path: str, body: dict
+) -> None:
+    client, headers = admin
+    response = client.post(f"/api/maintenance/{path}", json=body, headers=headers)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] in ("invalid_input", "invalid_body")
+    assert guard.refresh().paused_queues == ()
+
+
+def test_pause_routes_refuse_non_admins_and_requests_without_the_csrf_token(
+    client: FlaskClient, admin: tuple[FlaskClient, dict[str, str]], guard: MaintenanceGuard
+) -> None:
+    client.post("/login", json={"user": "bob"})
+    for path in ("pause", "resume"):
+        response = client.post(f"/api/maintenance/{path}", json={"queues": ["q"], "reason": "x"})
+        assert response.status_code == 403
+    admin_client, _ = admin
+    response = admin_client.post("/api/maintenance/pause", json={"queues": ["q"], "reason": "x"})
+    assert response.status_code == 403 and response.get_json()["error"] == "csrf_failed"
+    assert guard.refresh().paused_queues == ()

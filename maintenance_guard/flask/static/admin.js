@@ -66,6 +66,16 @@
       });
     });
     fill("mg-attempts", attempts, "No refused attempts recorded.", 4);
+    fill("mg-paused", (data.paused_queues || []).map(function (p) {
+      return [p.queue, p.until || "until resumed", (p.workers || ["all"]).join(", "),
+              p.beat ? "skips" : "queues up", p.reason, p.by];
+    }), "No queue is paused.", 6);
+    var workers = data.workers || {};
+    fill("mg-workers", Object.keys(workers).sort().map(function (name) {
+      var w = workers[name];
+      return [name, w.consuming.filter(function (q) { return w.paused.indexOf(q) < 0; }).join(", "),
+              w.paused.join(", ")];
+    }), "No worker registered.", 3);
     fill("mg-history", (data.events || []).map(function (e) {
       return [e.at, e.type, e.actor, e.reason, e.mode || e.previous_mode || ""];
     }), "No events yet.", 5);
@@ -112,6 +122,41 @@
     if (grace !== "") { payload.grace_period = /^\d+$/.test(grace) ? Number(grace) : grace; }
     post(form.getAttribute("data-url"), payload)
       .then(function () { show("Emergency maintenance triggered.", true); refreshOverview(); })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  function names(text) {
+    return text.split(",").map(function (n) { return n.trim(); }).filter(function (n) { return n; });
+  }
+
+  document.getElementById("mg-pause-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    var payload = {queues: names(form.queues.value), reason: form.reason.value};
+    var workers = names(form.workers.value);
+    if (workers.length) { payload.workers = workers; }
+    var duration = form.duration.value.trim();
+    if (duration) { payload.duration = /^\d+$/.test(duration) ? Number(duration) : duration; }
+    if (form.beat.checked) { payload.beat = true; }
+    post(form.getAttribute("data-url"), payload)
+      .then(function (r) {
+        var text = "Paused: " + payload.queues.join(", ") + ".";
+        if (r.warnings && r.warnings.length) { text += " Warning: " + r.warnings.join(" "); }
+        show(text, true);
+        refreshOverview();
+      })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  document.getElementById("mg-resume-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var queues = names(event.target.queues.value);
+    var payload = queues.length ? {queues: queues} : {all: true};
+    post(event.target.getAttribute("data-url"), payload)
+      .then(function (r) {
+        show(r.resumed.length ? "Resumed: " + r.resumed.join(", ") + "." : "Nothing was paused.", true);
+        refreshOverview();
+      })
       .catch(function (e) { show(e.message, false); });
   });
 
