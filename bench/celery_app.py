@@ -59,3 +59,12 @@ def work(seconds: float, key: str) -> None:
     time.sleep(seconds)
     _marks.rpush(key, repr(time.time()))
     _marks.expire(key, 600)
+
+
+@app.task(name="bench.probe", bind=True)  # type: ignore[misc]
+def probe(self: object, sent: float, key: str) -> None:
+    """Record ``sent started worker`` at list ``key`` (queue pause: when consumption
+    stopped and restarted)."""
+    hostname = getattr(getattr(self, "request", None), "hostname", "") or ""
+    _marks.rpush(key, f"{sent!r} {time.time()!r} {hostname}")
+    _marks.expire(key, 600)

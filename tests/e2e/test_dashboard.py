@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from maintenance_guard import MaintenanceGuard
+from maintenance_guard.inflight import InflightRegistry
 from tests.e2e.chromium import launched_chromium, require_chromium
 from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
 
@@ -161,3 +162,50 @@ def test_status_page_falls_back_to_polling_when_streams_are_refused(
             timeout=15_000,
         )
         assert page.evaluate("window.__noReload") == "still here"
+
+
+def test_admin_pauses_and_resumes_a_queue_from_the_dashboard_and_sees_the_workers(
+    server: LiveServer,
+    browser: Any,
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    guard = make_guard()
+    registry = InflightRegistry(guard.store)  # type: ignore[arg-type]
+    registry.register_worker("w1@host", {"pid": 1, "queues": ["reports", "mail"], "paused": []})
+    admin = _admin_dashboard(browser, server.url)
+    assert "No queue is paused." in admin.locator("#mg-paused").inner_text()
+    assert "reports, mail" in admin.locator("#mg-workers").inner_text()
+
+    admin.fill("#mg-pause-queues", "reports, nightly")
+    admin.fill("#mg-pause-for", "30m")
+    admin.fill("#mg-pause-reason", "<b>reindex</b>")
+    admin.check("#mg-pause-beat")
+    admin.click("#mg-pause")
+    admin.wait_for_selector("#mg-result[data-ok='true']")
+    result = admin.locator("#mg-result").inner_text()
+    assert "Paused: reports, nightly." in result and "consumes nightly" in result  # warning
+    admin.wait_for_function(
+        "document.querySelector('#mg-paused').innerText.includes('nightly')", timeout=10_000
+    )
+    table = admin.locator("#mg-paused").inner_text()
+    assert "<b>reindex</b>" in table and "skips" in table  # escaped text, beat shown
+    assert [p.queue for p in guard.refresh().pauses(guard.now())] == ["reports", "nightly"]
+
+    admin.fill("#mg-pause-queues", "bad name")
+    admin.fill("#mg-pause-reason", "x")
+    admin.click("#mg-pause")
+    admin.wait_for_selector("#mg-result[data-ok='false']")
+    assert "invalid queue name" in admin.locator("#mg-result").inner_text()
+
+    admin.fill("#mg-resume-queues", "")
+    admin.click("#mg-resume")
+    admin.wait_for_function(
+        "document.querySelector('#mg-result').innerText.includes('Resumed: reports, nightly')",
+        timeout=10_000,
+    )
+    admin.wait_for_function(
+        "document.querySelector('#mg-paused').innerText.includes('No queue is paused.')",
+        timeout=10_000,
+    )
+    assert guard.refresh().paused_queues == ()
+    registry.unregister_worker("w1@host")
