@@ -127,7 +127,8 @@ class GuardState:
                 raise
             return self._snapshot.status
         if stored is None:
-            if self._snapshot.known and self._snapshot.status.is_active:
+            kept = self._snapshot.status
+            if self._snapshot.known and (kept.is_active or kept.pauses(self.now())):
                 self.restore_lost_state()
                 return self._snapshot.status
             stored = INACTIVE

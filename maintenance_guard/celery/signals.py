@@ -122,6 +122,7 @@ def connect_signals(inst: Installation) -> None:
     def beat_started(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:
             inst.in_beat = True  # for a Celery whose beat does not mark what it sends
+            inst.guard.refresh()  # know the pauses before the first entry is due
 
     pairs: list[tuple[Any, Callable[..., Any]]] = [
         (signals.task_prerun, job_started),

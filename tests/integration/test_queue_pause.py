@@ -278,3 +278,17 @@ def test_a_pause_of_one_app_never_touches_another_apps_workers_on_the_same_broke
     finally:
         other.stop()
         uninstall(other_app)
+
+
+def test_a_pause_survives_a_redis_that_lost_the_state_while_maintenance_was_off(
+    make_guard: Callable[..., MaintenanceGuard], redis_client: redis.Redis
+) -> None:
+    admin, worker_side = make_guard(), make_guard()
+    worker_side.start()
+    admin.pause_queues(["reports"], reason="reindex", by="test", duration="1h")
+    wait_for(lambda: worker_side.current().paused_queues, timeout=5)
+    redis_client.delete(admin.store.state_key)  # a Redis restarted without persistence
+    wait_for(lambda: admin.store.load_state() is not None, timeout=5)
+    restored = admin.store.load_state()
+    assert restored is not None and [p.queue for p in restored.paused_queues] == ["reports"]
+    assert [e.type for e in admin.events(limit=1)] == ["state_restored"]
