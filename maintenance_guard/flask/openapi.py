@@ -75,6 +75,10 @@ _DURATION: dict[str, Any] = {
     ],
 }
 
+# A queue or worker name (maintenance_guard.pauses).
+_NAME: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_.:@\-]{1,200}$"}
+_NAMES: dict[str, Any] = {"type": "array", "items": _NAME, "minItems": 1, "maxItems": 100}
+
 # Text with at least one visible character (control characters are stripped).
 _REASON: dict[str, Any] = {
     "type": "string",
@@ -341,15 +345,10 @@ _DOCUMENT: dict[str, Any] = {
                 "required": ["queues", "reason"],
                 "additionalProperties": False,
                 "properties": {
-                    "queues": {
-                        "type": "array",
-                        "items": {"type": "string"},
-                        "minItems": 1,
-                        "maxItems": 100,
-                    },
+                    "queues": _NAMES,
                     "reason": _REASON,
                     "duration": _DURATION,
-                    "workers": {"type": "array", "items": {"type": "string"}},
+                    "workers": {**_NAMES, "minItems": 0},
                     "beat": {"type": "boolean"},
                 },
             },
@@ -357,10 +356,11 @@ _DOCUMENT: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "description": "Either queues or all: true.",
-                "properties": {
-                    "queues": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                    "all": {"type": "boolean"},
-                },
+                "oneOf": [
+                    {"required": ["queues"], "not": {"required": ["all"]}},
+                    {"required": ["all"], "not": {"required": ["queues"]}},
+                ],
+                "properties": {"queues": _NAMES, "all": {"const": True}},
             },
             "Pauses": {
                 "type": "object",
