@@ -13,6 +13,15 @@ from .modes import MaintenanceMode, Operation, OperationCatalog
 from .pauses import QueuePause, clean_names, pauses_in_effect
 from .status import MaintenanceStatus
 from .store import SERVER_TIME, event_fields
+from .windows import (
+    MAX_AHEAD_SECONDS,
+    MAX_UPDATES,
+    MAX_WINDOWS,
+    MaintenanceWindow,
+    ProgressUpdate,
+    iso_z,
+    parse_when,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class Enabling:
             emergency_id=owner,
             # A drain's hold stays while the mode does (an update keeps it).
             hold_queued=same_mode and old is not None and old.hold_queued,
+            # Progress notes belong to the maintenance under way: a change keeps them.
+            updates=old.updates if old is not None and old.is_active else (),
         )
 
     def event(self, old: MaintenanceStatus | None) -> dict[str, str]:
@@ -214,3 +225,140 @@ class Resuming:
     def event(self, resumed: Iterable[str]) -> dict[str, str]:
         """The audit event ``queues_resumed``."""
         return event_fields("queues_resumed", actor=self.actor, queues=list(resumed))
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """A checked request to schedule a maintenance window."""
+
+    start_at: float
+    duration: int
+    mode: MaintenanceMode
+    reason: str
+    notice: int
+    auto_end: bool
+    operations: tuple[str, ...]
+    blocked: tuple[str, ...]
+    drain_before: int
+    actor: str
+
+    @classmethod
+    def parse(
+        cls,
+        catalog: OperationCatalog,
+        default_blocked: Iterable[str],
+        at: object,
+        duration: int | str,
+        mode: MaintenanceMode | str,
+        reason: object,
+        *,
+        notice: int | str | None = None,
+        auto_end: bool = False,
+        operations: Iterable[str | Operation] | None = None,
+        drain_before: int | str | None = None,
+        by: object = None,
+    ) -> Scheduling:
+        """Check every argument; raises `InvalidInput`. ``default_blocked`` is what
+        normal mode blocks when ``operations`` is not given."""
+        request = Enabling.parse(
+            catalog, mode, reason, duration, by, auto_end=auto_end, operations=operations
+        )
+        if request.mode is MaintenanceMode.EMERGENCY:
+            raise InvalidInput(
+                "an emergency is not scheduled: schedule normal maintenance, or run "
+                "`maintenance-guard emergency` when it is needed"
+            )
+        if request.duration is None:
+            raise InvalidInput("a window needs a duration (e.g. 1h)")
+        notice_s = (
+            0 if notice is None else parse_duration(notice, what="notice", maximum=30 * 86400)
+        )
+        drain_s = 0 if drain_before is None else parse_duration(drain_before, what="drain_before")
+        if request.mode is MaintenanceMode.TEST:
+            blocked: tuple[str, ...] = ()
+        else:
+            blocked = request.operations or tuple(default_blocked)
+        return cls(
+            start_at=parse_when(at, what="start time"),
+            duration=request.duration,
+            mode=request.mode,
+            reason=request.reason,
+            notice=notice_s,
+            auto_end=auto_end,
+            operations=request.operations,
+            blocked=blocked,
+            drain_before=drain_s,
+            actor=request.actor,
+        )
+
+    def window(self, window_id: str) -> MaintenanceWindow:
+        """The window this request describes."""
+        return MaintenanceWindow(
+            id=window_id,
+            start_at=self.start_at,
+            duration=self.duration,
+            mode=self.mode.value,
+            reason=self.reason,
+            by=self.actor,
+            notice=self.notice,
+            auto_end=self.auto_end,
+            operations=self.operations,
+            blocked_operations=self.blocked,
+            drain_before=self.drain_before,
+        )
+
+    def event(self, window: MaintenanceWindow) -> dict[str, str]:
+        """The audit event ``window_scheduled``."""
+        return event_fields(
+            "window_scheduled",
+            actor=self.actor,
+            reason=self.reason,
+            window=window.id,
+            start=iso_z(window.start_at),
+            duration=window.duration,
+            mode=window.mode,
+            notice=window.notice or None,
+            auto_end=window.auto_end or None,
+            drain_before=window.drain_before or None,
+        )
+
+
+def check_window_fits(
+    window: MaintenanceWindow, others: Iterable[MaintenanceWindow], now: float
+) -> None:
+    """Raise `InvalidInput` unless ``window`` starts in the future, within a year, and
+    overlaps none of ``others``."""
+    if window.start_at <= now:
+        raise InvalidInput(f"the start time {iso_z(window.start_at)} has passed")
+    if window.start_at > now + MAX_AHEAD_SECONDS:
+        raise InvalidInput("a window starts at most a year ahead")
+    listed = [w for w in others if w.id != window.id]
+    if len(listed) >= MAX_WINDOWS:
+        raise InvalidInput(f"at most {MAX_WINDOWS} windows may be scheduled")
+    for other in listed:
+        if window.overlaps(other):
+            raise InvalidInput(
+                f"overlaps window {other.id} ({iso_z(other.start_at)} to "
+                f"{iso_z(other.end_at)}): move or cancel one of them"
+            )
+
+
+@dataclass(frozen=True)
+class Updating:
+    """A checked progress note for the maintenance under way."""
+
+    text: str
+    actor: str
+
+    @classmethod
+    def parse(cls, text: object, by: object = None) -> Updating:
+        """Check the text (a reason's rules) and the actor; raises `InvalidInput`."""
+        return cls(clean_reason(text), clean_actor(by))
+
+    def apply(self, updates: Iterable[ProgressUpdate], now: float) -> tuple[ProgressUpdate, ...]:
+        """The updates with this one appended (the oldest dropped past the limit)."""
+        return (*updates, ProgressUpdate(now, self.text, self.actor))[-MAX_UPDATES:]
+
+    def event(self) -> dict[str, str]:
+        """The audit event ``progress_update``."""
+        return event_fields("progress_update", actor=self.actor, reason=self.text)

@@ -101,3 +101,36 @@ class DeferralUnconfirmed(MaintenanceActive):
             type(self),
             (self.operation, self.mode, self.message, self.retry_after, self.status, self.task_id),
         )
+
+
+class MaintenanceUpcoming(MaintenanceActive):
+    """Refused before a scheduled window: the job would still be running when the window
+    opens (its ``expected_runtime``), or the window's drain period has begun.
+    ``window_id`` names the window, ``run_after`` (epoch seconds) is when it ends."""
+
+    def __init__(
+        self,
+        operation: str | None,
+        mode: str,
+        message: str,
+        retry_after: int,
+        status: MaintenanceStatus,
+        *,
+        window_id: str = "",
+        run_after: float = 0.0,
+    ) -> None:
+        super().__init__(operation, mode, message, retry_after, status)
+        self.window_id = window_id
+        self.run_after = run_after
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (
+            _rebuild_upcoming,
+            (self.operation, self.mode, self.message, self.retry_after, self.status,
+             self.window_id, self.run_after),
+        )  # fmt: skip
+
+
+def _rebuild_upcoming(*args: object) -> MaintenanceUpcoming:
+    *head, window_id, run_after = args
+    return MaintenanceUpcoming(*head, window_id=window_id, run_after=run_after)  # type: ignore[arg-type]

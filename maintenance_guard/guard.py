@@ -21,8 +21,7 @@ from .embedded import resolve_url
 from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
 from .events import AttemptRecorder, summarise_counts
 from .modes import MaintenanceMode, Operation, OperationCatalog, decide
-from .pauses import PauseResult, QueuePause
-from .pausing import pause_queues, resume_queues
+from .planning import Planning
 from .settings import GuardSettings
 from .state import Clock, GuardState
 from .status import INACTIVE, MaintenanceStatus
@@ -44,7 +43,7 @@ DeactivationHook = Callable[["MaintenanceGuard", MaintenanceStatus, str], None]
 _ADMIN_SCOPE: ContextVar[bool] = ContextVar("maintenance_guard_admin_scope", default=False)
 
 
-class MaintenanceGuard(GuardState):
+class MaintenanceGuard(GuardState, Planning):
     """The fleet-wide maintenance switch and the checks every adapter calls.
 
     Thread-safe. `is_blocked` and `check` never touch the network and never raise a
@@ -270,14 +269,14 @@ class MaintenanceGuard(GuardState):
         *,
         skip_if: Callable[[MaintenanceStatus | None], bool] | None = None,
         check: StateCheck | None = None,
-        keep_pauses: bool = True,
+        keep_shared: bool = True,
     ) -> MaintenanceStatus:
         """Compare-and-set the stored state: ``make_new(old)`` and ``make_event(old)`` are
         built from the state read just before the write, retried if another change lands
         in between; ``check(old)`` may raise to refuse it. ``changed_at`` (and
         ``started_at`` when ``make_new`` leaves it None) are stamped with Redis' clock.
-        The queue pauses stay as they were unless ``keep_pauses`` is False (a pause or
-        resume). Returns the current state as this process now sees it."""
+        Queue pauses and scheduled windows stay as they were unless ``keep_shared`` is
+        False (a change of those). Returns the current state as this process now sees it."""
         for _attempt in range(20):
             read_at = self._installs
             old = self.store.load_state()
@@ -288,8 +287,8 @@ class MaintenanceGuard(GuardState):
             if check is not None:
                 check(old)
             new = make_new(old)
-            if keep_pauses:
-                new = replace(new, paused_queues=old.paused_queues if old is not None else ())
+            if keep_shared and old is not None:
+                new = replace(new, paused_queues=old.paused_queues, windows=old.windows)
             fields = dict(new.to_fields())
             fields["changed_at"] = SERVER_TIME
             if new.mode is not None and new.started_at is None:
@@ -344,36 +343,6 @@ class MaintenanceGuard(GuardState):
 
         names = None if operations is None else [str(op) for op in operations]
         return drain(self, timeout, names, queued=queued, celery_app=celery_app, by=by)
-
-    def pause_queues(
-        self,
-        queues: Iterable[str],
-        *,
-        reason: str,
-        by: str | None = None,
-        duration: int | str | None = None,
-        workers: Iterable[str] | None = None,
-        beat: bool = False,
-    ) -> PauseResult:
-        """Stop this app's workers (or the ``workers`` named) consuming ``queues`` until
-        resumed or ``duration`` ends; with ``beat``, beat skips their entries. Messages
-        stay in the broker. See `maintenance_guard.pausing`."""
-        return pause_queues(self, queues, reason=reason, by=by, duration=duration,
-                            workers=workers, beat=beat)  # fmt: skip
-
-    def resume_queues(
-        self,
-        queues: Iterable[str] | None = None,
-        *,
-        everything: bool = False,
-        by: str | None = None,
-    ) -> tuple[str, ...]:
-        """End the pauses of ``queues`` (or all); returns the queues resumed."""
-        return resume_queues(self, queues, everything=everything, by=by)
-
-    def paused_queues(self) -> tuple[QueuePause, ...]:
-        """The queue pauses in effect now."""
-        return self.status(with_jobs=False).pauses(self.now())
 
     def attempt_counts(self) -> dict[str, Any]:
         """Fleet-wide attempt counters, nested {kind: {operation: {surface: n}}}.

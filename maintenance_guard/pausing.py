@@ -56,7 +56,7 @@ def pause_queues(
         base = old or INACTIVE
         return replace(base, paused_queues=request.apply(base.paused_queues, guard.now()))
 
-    guard.change_state(make_new, lambda old: request.event(unknown_queues or ()), keep_pauses=False)
+    guard.change_state(make_new, lambda old: request.event(unknown_queues or ()), keep_shared=False)
     return PauseResult(guard.current().pauses(guard.now()), unknown_queues, unknown_workers)
 
 
@@ -89,7 +89,7 @@ def resume_queues(
         make_new,
         lambda old: request.event(resumed),
         skip_if=lambda old: not matching(old),
-        keep_pauses=False,
+        keep_shared=False,
     )
     return tuple(resumed)
 

@@ -8,6 +8,7 @@ from .modes import MaintenanceMode, OperationCatalog, blocked_operations_for
 from .settings import GuardSettings
 from .status import INACTIVE, MaintenanceStatus
 from .store import StateStamp
+from .windows import next_window_event
 
 UNKNOWN_STATE_REASON = "maintenance state unknown: the state store cannot be reached"
 
@@ -22,6 +23,7 @@ class Snapshot:
     end_at: float | None  # auto-end time, if any
     known: bool
     pause_end_at: float | None = None  # the earliest end of a queue pause, if any
+    window_event_at: float | None = None  # when a scheduled window is next announced or starts
 
     @property
     def mode(self) -> MaintenanceMode | None:
@@ -56,7 +58,15 @@ def build_snapshot(
     status = replace(status, blocked_operations=ordered)
     end_at = status.estimated_completion if status.auto_end else None
     ends = [p.ends_at for p in status.paused_queues if p.ends_at is not None]
-    return Snapshot(status, blocked, normal_blocked, end_at, known, min(ends, default=None))
+    return Snapshot(
+        status,
+        blocked,
+        normal_blocked,
+        end_at,
+        known,
+        min(ends, default=None),
+        next_window_event(status.windows),
+    )
 
 
 def unknown_snapshot(catalog: OperationCatalog, settings: GuardSettings) -> Snapshot:

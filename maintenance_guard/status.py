@@ -10,6 +10,7 @@ from typing import Any
 
 from .modes import EMERGENCY_MESSAGE, GENERAL_MESSAGE, MaintenanceMode
 from .pauses import QueuePause, pauses_in_effect
+from .windows import MaintenanceWindow, ProgressUpdate, upcoming
 
 TEST_MESSAGE = "Maintenance test mode: nothing is blocked; would-be refusals are recorded."
 
@@ -51,6 +52,10 @@ class MaintenanceStatus:
     # the mode: enable and disable keep them. Entries past their end may linger until
     # one process removes them; `pauses(now)` leaves them out.
     paused_queues: tuple[QueuePause, ...] = ()
+    # Scheduled maintenance windows (kept by every other change, like the pauses) and
+    # the progress updates of the maintenance under way (cleared when it ends).
+    windows: tuple[MaintenanceWindow, ...] = ()
+    updates: tuple[ProgressUpdate, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -120,12 +125,22 @@ class MaintenanceStatus:
             "auto_end": self.auto_end if self.is_active else False,
             "retry_after": self.retry_after(now) if self.is_active else None,
             "paused_queues": [pause_dict(p, include_admin=include_admin) for p in self.pauses(now)],
+            "upcoming": None,
+            "updates": [u.to_dict(include_admin=include_admin) for u in self.updates]
+            if self.is_active
+            else [],
         }
+        next_window = upcoming(self.windows, now)
+        if next_window is not None:
+            data["upcoming"] = next_window.to_dict(include_admin=include_admin)
         if include_admin:
             data["enabled_by"] = self.enabled_by
             data["version"] = self.version
             data["emergency_id"] = self.emergency_id or None
             data["hold_queued"] = self.hold_queued
+            data["windows"] = [
+                w.to_dict(include_admin=True) for w in sorted(self.windows, key=_start)
+            ]
         return data
 
     # --- storage encoding (flat string fields of the Redis hash) ---
@@ -147,6 +162,8 @@ class MaintenanceStatus:
             "emergency_id": self.emergency_id,
             "hold_queued": "1" if self.hold_queued else "0",
             "paused_queues": json.dumps([p.to_fields() for p in self.paused_queues]),
+            "windows": json.dumps([w.to_fields() for w in self.windows]),
+            "updates": json.dumps([u.to_fields() for u in self.updates]),
         }
 
     @classmethod
@@ -166,6 +183,8 @@ class MaintenanceStatus:
             "emergency_id",
             "hold_queued",
             "paused_queues",
+            "windows",
+            "updates",
         }
         mode_value = fields.get("mode", "")
         return cls(
@@ -183,6 +202,12 @@ class MaintenanceStatus:
             hold_queued=fields.get("hold_queued") == "1",
             paused_queues=tuple(
                 QueuePause.from_fields(p) for p in json.loads(fields.get("paused_queues") or "[]")
+            ),
+            windows=tuple(
+                MaintenanceWindow.from_fields(w) for w in json.loads(fields.get("windows") or "[]")
+            ),
+            updates=tuple(
+                ProgressUpdate.from_fields(u) for u in json.loads(fields.get("updates") or "[]")
             ),
             extra={k: v for k, v in fields.items() if k not in known},
         )
@@ -207,6 +232,10 @@ def pause_dict(pause: QueuePause, *, include_admin: bool = False) -> dict[str, A
             workers=list(pause.workers) or None,
         )
     return data
+
+
+def _start(window: MaintenanceWindow) -> float:
+    return window.start_at
 
 
 def _float_or_none(value: str | None) -> float | None:

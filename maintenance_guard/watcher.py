@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import ChangeTooEarly, ConcurrentChange, StoreUnavailable
+from .scheduling import advance_windows
 from .status import INACTIVE
 from .store import SERVER_TIME, StateStamp, event_fields
 
@@ -130,7 +131,7 @@ class StateWatcher:
         subscription = None
         interval = guard.settings.poll_interval
         next_poll = 0.0
-        next_auto_end = next_pause_end = 0.0
+        next_auto_end = next_pause_end = next_window = 0.0
         stop = self.stop_event
         while not stop.is_set():
             now = time.monotonic()
@@ -175,6 +176,14 @@ class StateWatcher:
             ):
                 next_pause_end = time.monotonic() + min(interval, 0.2)
                 self._end_pauses()
+            window_at = snap.window_event_at
+            if (
+                window_at is not None
+                and guard.now() >= window_at
+                and time.monotonic() >= next_window
+            ):
+                next_window = time.monotonic() + min(interval, 0.2)
+                advance_windows(guard)
         if subscription is not None:
             subscription.close()
 
@@ -232,7 +241,10 @@ class StateWatcher:
             previous_mode=snap.mode.value if snap.mode else "",
         )
         # The queue pauses are not maintenance: they outlive it.
-        fields = dict(replace(INACTIVE, paused_queues=snap.status.paused_queues).to_fields())
+        kept = snap.status
+        fields = dict(
+            replace(INACTIVE, paused_queues=kept.paused_queues, windows=kept.windows).to_fields()
+        )
         fields["changed_at"] = SERVER_TIME
         try:
             # Redis' clock decides: a process whose clock runs ahead cannot end it early.
