@@ -19,6 +19,7 @@ from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, Replay
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
 from ..inflight import InflightRegistry, InflightTracker, NullTracker
+from ..status import MaintenanceStatus
 from ..store import event_fields
 from .context import HEADER_GUARDED, HEADER_PUBLISHED_AT, HEADER_REPLAYED, kombu_loads, replaying
 
@@ -130,10 +131,10 @@ class Installation:
     def _maintenance_off(self) -> bool:
         # Read the store, not only memory: a replay started on a stale "off" would
         # publish during a new maintenance (the worker re-check would park it again).
-        return not self.guard.refresh().is_active
+        return may_replay(self.guard.refresh())
 
     def _still_off(self) -> bool:
-        return not self.guard.current().is_active
+        return may_replay(self.guard.current())
 
     def _send_entry(self, entry: DeferredEntry) -> None:
         payload = entry.payload
@@ -173,3 +174,9 @@ class Installation:
 def installation_of(app: Any) -> Installation | None:
     """The `Installation` of ``app``, if `install` was called on it."""
     return cast("Installation | None", getattr(app, "_maintenance_guard", None))
+
+
+def may_replay(status: MaintenanceStatus) -> bool:
+    """Parked work may go out: maintenance is off and no scheduled window holds work
+    deferred until after it."""
+    return not status.is_active and not any(w.holds_deferred for w in status.windows)

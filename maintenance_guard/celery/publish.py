@@ -16,8 +16,9 @@ from typing import Any
 from celery import Celery
 
 from ..deferred import check_policy
-from ..errors import MaintenanceActive, StoreUnavailable
+from ..errors import InvalidInput, MaintenanceActive, MaintenanceUpcoming, StoreUnavailable
 from ..guard import MaintenanceGuard
+from ..inputs import MAX_DURATION_SECONDS
 from ..modes import MaintenanceMode
 from .context import (
     HEADER_ADMIN,
@@ -130,6 +131,12 @@ def patch_send_task(app: Celery, inst: Installation) -> None:
         if maintenance_off(inst.guard):
             if policy is not None:
                 check_policy(policy)
+            if inst.guard.snapshot.status.windows and not (
+                getattr(local, "checked", False) or getattr(local, "replaying", False)
+            ):
+                deferred = refuse_before_window(inst, name, args, kwargs, options, policy)
+                if deferred is not None:
+                    return deferred
             stamp(options, inst.guard.now())
             return original(name, args, kwargs, **options)
         task_type = options.get("task_type") or app._tasks.get(name)
@@ -188,6 +195,54 @@ def skip_for_beat(
         extra={"mg_event": "beat_skipped", "mg_task": name, "mg_queue": queue},
     )
     return True
+
+
+def refuse_before_window(
+    inst: Installation,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    policy: str | None,
+) -> Any:
+    """Refuse (`MaintenanceUpcoming`) or defer a submission that would still run when a
+    scheduled window opens, by the task's ``expected_runtime``, or that falls in the
+    window's drain period; None when it may go. Running work (a retry, a canvas step of
+    a running job) is not refused here."""
+    task_type = options.get("task_type") or inst.app._tasks.get(name)
+    if is_running_work(inst.app, name, options.get("task_id"), options.get("parent_id")):
+        return None
+    operation = inst.operation_of(name, task_type)
+    runtime = expected_runtime_of(task_type)
+    try:
+        inst.guard.check_before_window(operation, runtime, surface="publish")
+    except MaintenanceUpcoming as refused:
+        policy = policy or getattr(task_type, "on_maintenance", None) or "refuse"
+        if policy != "defer":
+            log_refusal(name, operation, refused)
+            raise
+        # Held first: no replay may send it before the window has ended.
+        inst.guard.windows.hold_deferred_work(refused.window_id)
+        return defer_call(inst, name, args, kwargs, operation, options, refused)
+    return None
+
+
+def expected_runtime_of(task: Any) -> float | None:
+    """A task's declared ``expected_runtime`` (seconds); raises `InvalidInput` for one
+    that is not a number of seconds between 1 and 7 days."""
+    runtime = getattr(task, "expected_runtime", None)
+    if runtime is None:
+        return None
+    if (
+        isinstance(runtime, bool)
+        or not isinstance(runtime, (int, float))
+        or not 1 <= runtime <= MAX_DURATION_SECONDS
+    ):
+        raise InvalidInput(
+            f"{getattr(task, 'name', task)}: expected_runtime must be seconds between 1 and "
+            f"{MAX_DURATION_SECONDS}, not {runtime!r}"
+        )
+    return float(runtime)
 
 
 def log_refusal(name: str, operation: str | None, refused: MaintenanceActive) -> None:

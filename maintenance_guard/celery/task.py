@@ -15,7 +15,14 @@ from .context import flag, local
 from .deferral import defer_call
 from .installation import installation_of
 from .names import option_names
-from .publish import is_running_work, log_refusal, maintenance_off, refuse_names, refuse_publish
+from .publish import (
+    expected_runtime_of,
+    is_running_work,
+    log_refusal,
+    maintenance_off,
+    refuse_names,
+    refuse_publish,
+)
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -24,7 +31,8 @@ class GuardedTask(Task):  # type: ignore[misc]
     """Base class declaring a task's operation; refuses in ``apply_async`` before any
     message is built.
 
-    ``@app.task(base=GuardedTask, operation="caption_generation", on_maintenance="defer")``.
+    ``@app.task(base=GuardedTask, operation="caption_generation", on_maintenance="defer",
+    expected_runtime=600)``.
     Raises `MaintenanceActive` when refused, unless ``on_maintenance="defer"`` (task
     option or ``apply_async`` keyword), which parks the submission for replay.
     """
@@ -33,6 +41,9 @@ class GuardedTask(Task):  # type: ignore[misc]
     on_maintenance: str = "refuse"
     # Re-enqueued by `maintenance-guard recover` if an emergency terminates it.
     recoverable: bool = False
+    # Seconds a run usually takes: before a scheduled window, a submission that would
+    # still be running when it opens is refused (or deferred) instead of started.
+    expected_runtime: float | None = None
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         inst = installation_of(self.app)
@@ -43,6 +54,7 @@ class GuardedTask(Task):  # type: ignore[misc]
         policy = check_policy(options.pop("on_maintenance", None) or self.on_maintenance)
         if self.operation is not None and self.operation not in inst.guard.catalog:
             inst.guard.catalog.require(self.operation)  # a typo is an error even when off
+        expected_runtime_of(self)
         if (
             maintenance_off(inst.guard)
             or getattr(local, "checked", False)

@@ -26,7 +26,7 @@ from .canvas import patch_canvas
 from .context import CONFIG_PREFIX, DEFERRED_SWEEP_SECONDS
 from .emergency import install_worker_hooks
 from .installation import Installation, installation_of
-from .publish import patch_send_task
+from .publish import expected_runtime_of, patch_send_task
 from .signals import connect_signals
 from .worker import GuardConsumerStep
 
@@ -154,3 +154,4 @@ def validate_task(guard: MaintenanceGuard, task: Any) -> None:
     policy = getattr(task, "on_maintenance", None)
     if policy is not None:
         check_policy(policy)
+    expected_runtime_of(task)

@@ -7,7 +7,7 @@ commands without importing the group.
 
 from __future__ import annotations
 
-from . import demo, embedded, emergency, jobs, pauses, report, state
+from . import demo, embedded, emergency, jobs, pauses, report, schedule, state
 from .group import main
 
 __all__ = ["main"]
@@ -21,6 +21,8 @@ main.add_command(jobs.drain_command)
 main.add_command(jobs.deferred)
 main.add_command(emergency.emergency)
 main.add_command(emergency.recover)
+main.add_command(schedule.schedule)
+main.add_command(schedule.update)
 main.add_command(pauses.pause)
 main.add_command(pauses.resume)
 main.add_command(pauses.paused)

@@ -16,6 +16,7 @@ from ..status import MaintenanceStatus, iso_utc
 from .errors import cli_errors
 from .group import DURATION, default_actor, get_guard
 from .pauses import describe_pauses
+from .schedule import describe_windows
 
 
 def describe_status(status: MaintenanceStatus, now: float) -> list[str]:
@@ -42,6 +43,13 @@ def describe_status(status: MaintenanceStatus, now: float) -> list[str]:
     lines.append(f"Blocked:     {blocked}")
     lines.append(f"In-flight jobs: {status.active_jobs_count}")
     return lines
+
+
+def describe_updates(status: MaintenanceStatus) -> list[str]:
+    """The progress updates of the maintenance under way, oldest first."""
+    if not status.is_active or not status.updates:
+        return []
+    return ["Updates:"] + [f"  {iso_utc(u.at)} {u.text} (by {u.by})" for u in status.updates]
 
 
 def describe_counts(counts: dict[str, Any]) -> list[str]:
@@ -78,7 +86,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         data["attempt_counts"] = counts  # admin view: {kind: {operation: {surface: n}}}
         click.echo(json.dumps(data, indent=2))
     else:
-        lines = describe_status(current, now) + describe_pauses(current.pauses(now), now)
+        lines = describe_status(current, now) + describe_updates(current)
+        lines += describe_pauses(current.pauses(now), now) + describe_windows(current.windows, now)
         click.echo("\n".join(lines + describe_counts(counts)))
 
 

@@ -164,19 +164,22 @@ def report_to_json(report: object) -> object:
     return json.loads(json.dumps(report, default=str))
 
 
+def require_admin(ext: FlaskMaintenance) -> None:
+    """Raise `ApiError` (403) unless the caller is an admin and, when CSRF protection is
+    on, the request passes `check_csrf`."""
+    if not ext.request_is_admin():
+        raise ApiError(403, "forbidden", "administrator access required")
+    if ext.config[ConfigVars.CSRF]:
+        check_csrf()
+
+
 def register_api(bp: Blueprint, ext: FlaskMaintenance) -> None:
     """Add the public and admin API routes and the JSON error handlers to ``bp``."""
-
-    def require_admin() -> None:
-        if not ext.request_is_admin():
-            raise ApiError(403, "forbidden", "administrator access required")
-        if ext.config[ConfigVars.CSRF]:
-            check_csrf()
 
     def admin_route(rule: str, endpoint: str) -> Callable[[Callable[[], Response]], None]:
         def register(view: Callable[[], Response]) -> None:
             def guarded() -> Response:
-                require_admin()
+                require_admin(ext)
                 return view()
 
             bp.add_url_rule(rule, endpoint, guarded, methods=["POST"])

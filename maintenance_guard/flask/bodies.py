@@ -183,3 +183,71 @@ class ResumeRequest:
         if not isinstance(everything, bool):
             raise InvalidInput(f"all must be true or false, not {_kind(everything)}")
         return cls(queues=_names(body, "queues"), everything=everything)
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """``POST /api/maintenance/schedule``."""
+
+    at: str
+    duration: int | str
+    mode: str
+    reason: str
+    notice: int | str | None
+    auto_end: bool
+    operations: list[str] | None
+    drain_before: int | str | None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ScheduleRequest:
+        """Check the body's types; raises `InvalidInput` (values are checked by the guard)."""
+        at = _string(body, "at", required=True)
+        reason = _string(body, "reason", required=True)
+        duration = _duration(body, "duration")
+        if duration is None:
+            raise InvalidInput("duration is required (seconds, or a text like 1h)")
+        auto_end = body.get("auto_end", False)
+        if not isinstance(auto_end, bool):
+            raise InvalidInput(f"auto_end must be true or false, not {_kind(auto_end)}")
+        operations = _names(body, "operations")
+        if operations is not None and not operations:
+            raise InvalidInput("operations must name at least one operation (or be left out)")
+        assert at is not None and reason is not None
+        return cls(
+            at=at,
+            duration=duration,
+            mode=_string(body, "mode", required=False) or "normal",
+            reason=reason,
+            notice=_duration(body, "notice"),
+            auto_end=auto_end,
+            operations=operations,
+            drain_before=_duration(body, "drain_before"),
+        )
+
+
+@dataclass(frozen=True)
+class RescheduleRequest:
+    """``POST /api/maintenance/schedule/<id>/reschedule``."""
+
+    at: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> RescheduleRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        at = _string(body, "at", required=True)
+        assert at is not None
+        return cls(at=at)
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """``POST /api/maintenance/update``."""
+
+    text: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> UpdateRequest:
+        """Check the body's types; raises `InvalidInput`."""
+        text = _string(body, "text", required=True)
+        assert text is not None
+        return cls(text=text)

@@ -6,86 +6,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-_NULLABLE_STR: dict[str, Any] = {"type": ["string", "null"]}
-
-STATUS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "is_active",
-        "mode",
-        "reason",
-        "estimated_duration",
-        "started_at",
-        "estimated_completion",
-        "blocked_operations",
-        "message",
-        "active_jobs_count",
-    ],
-    "properties": {
-        "is_active": {"type": "boolean"},
-        "mode": {"type": ["string", "null"], "enum": ["normal", "emergency", "test", None]},
-        "reason": _NULLABLE_STR,
-        "estimated_duration": {"type": ["integer", "null"], "minimum": 1},
-        "started_at": {**_NULLABLE_STR, "format": "date-time"},
-        "estimated_completion": {**_NULLABLE_STR, "format": "date-time"},
-        "blocked_operations": {"type": "array", "items": {"type": "string"}},
-        "message": {"type": "string"},
-        "active_jobs_count": {"type": "integer", "minimum": 0},
-        "overrunning": {"type": "boolean"},
-        "auto_end": {"type": "boolean"},
-        "retry_after": {"type": ["integer", "null"], "minimum": 1},
-        "enabled_by": {
-            "type": ["string", "null"],
-            "description": "Only for administrators.",
-        },
-        "version": {"type": "integer", "description": "Only for administrators."},
-        "paused_queues": {
-            "type": "array",
-            "description": "Queues the workers do not consume now (reason, by, paused_at "
-            "and workers only for administrators; workers null: all).",
-            "items": {
-                "type": "object",
-                "required": ["queue", "until", "beat"],
-                "properties": {
-                    "queue": {"type": "string"},
-                    "until": {**_NULLABLE_STR, "format": "date-time"},
-                    "beat": {"type": "boolean"},
-                    "reason": {"type": "string"},
-                    "by": {"type": "string"},
-                    "paused_at": {"type": "string", "format": "date-time"},
-                    "workers": {"type": ["array", "null"], "items": {"type": "string"}},
-                },
-            },
-        },
-    },
-}
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-}
-
-_DURATION: dict[str, Any] = {
-    "description": "Seconds, or a text like 90s, 30m, 2h, 6d; combined forms such as "
-    "1h30m are accepted too. At least 1 second, at most 7 days.",
-    "oneOf": [
-        {"type": "integer", "minimum": 1, "maximum": 604800},
-        {"type": "string", "pattern": r"^([1-9][0-9]{0,3}[sm]|[1-9][0-9]?h|[1-7]d)$"},
-    ],
-}
-
-# A queue or worker name (maintenance_guard.pauses).
-_NAME: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_.:@\-]{1,200}$"}
-_NAMES: dict[str, Any] = {"type": "array", "items": _NAME, "minItems": 1, "maxItems": 100}
-
-# Text with at least one visible character (control characters are stripped).
-_REASON: dict[str, Any] = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 500,
-    "pattern": "[^\\s\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]",
-}
+from .openapi_schemas import SCHEMAS
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -113,6 +34,13 @@ _ADMIN_ERRORS: dict[str, Any] = {
 }
 
 _ADMIN_SECURITY: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
+
+_WINDOW_ID: dict[str, Any] = {
+    "name": "window_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
 
 
 def _admin_post(summary: str, body_schema: str | None, *, body_required: bool) -> dict[str, Any]:
@@ -234,6 +162,81 @@ _DOCUMENT: dict[str, Any] = {
                 },
             }
         },
+        "/api/maintenance/schedule": {
+            "get": {
+                "summary": "Every scheduled window (administrators).",
+                "security": _ADMIN_SECURITY,
+                "responses": {
+                    "200": {"description": "The windows.", "content": _json("Windows")},
+                    "403": _error("Not an administrator."),
+                    "503": _retry_error("The state store cannot be reached."),
+                },
+            },
+            "post": {
+                **_admin_post(
+                    "Schedule a maintenance window.", "ScheduleRequest", body_required=True
+                ),
+                "responses": {
+                    "200": {
+                        "description": "The window, and every scheduled window.",
+                        "content": _json("Windows"),
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            },
+        },
+        "/api/maintenance/schedule/{window_id}/cancel": {
+            "post": {
+                **_admin_post("Cancel a window that has not started.", None, body_required=False),
+                "parameters": [_WINDOW_ID],
+                "responses": {
+                    "200": {
+                        "description": "The window cancelled, and those left.",
+                        "content": _json("Windows"),
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/maintenance/schedule/{window_id}/reschedule": {
+            "post": {
+                **_admin_post(
+                    "Move a window that has not started.", "RescheduleRequest", body_required=True
+                ),
+                "parameters": [_WINDOW_ID],
+                "responses": {
+                    "200": {
+                        "description": "The window moved, and every scheduled window.",
+                        "content": _json("Windows"),
+                    },
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/maintenance/update": {
+            "post": {
+                **_admin_post(
+                    "Post a progress update to the maintenance under way.",
+                    "UpdateRequest",
+                    body_required=True,
+                ),
+                "responses": {
+                    "200": {"description": "Every update so far.", "content": _json("Updates")},
+                    **_ADMIN_ERRORS,
+                },
+            }
+        },
+        "/api/maintenance/schedule.ics": {
+            "get": {
+                "summary": "The announced windows as an iCalendar feed (RFC 5545).",
+                "responses": {
+                    "200": {
+                        "description": "A calendar with one event per announced window.",
+                        "content": {"text/calendar": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/api/maintenance/emergency": {
             "post": _admin_post(
                 "Emergency mode: block everything, revoke running work after the grace period.",
@@ -247,140 +250,7 @@ _DOCUMENT: dict[str, Any] = {
             "session": {"type": "apiKey", "in": "cookie", "name": "session"},
             "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
         },
-        "schemas": {
-            "Status": STATUS_SCHEMA,
-            "AdminStatus": {
-                **STATUS_SCHEMA,
-                "properties": {
-                    **STATUS_SCHEMA["properties"],
-                    "grace_period": {"type": "integer", "minimum": 0},
-                    "report": {},
-                },
-            },
-            "Error": ERROR_SCHEMA,
-            "Blocked": {
-                "type": "object",
-                "required": ["is_active", "mode", "blocked_operations", "details"],
-                "properties": {
-                    "is_active": {"type": "boolean"},
-                    "mode": {"type": ["string", "null"]},
-                    "blocked_operations": {"type": "array", "items": {"type": "string"}},
-                    "details": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["operation", "message", "alternatives"],
-                            "properties": {
-                                "operation": {"type": "string"},
-                                "message": {"type": "string"},
-                                "alternatives": {"type": "array", "items": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-            },
-            "OperationMessage": {
-                "type": "object",
-                "required": ["operation", "blocked", "mode", "message", "alternatives"],
-                "properties": {
-                    "operation": {"type": "string"},
-                    "blocked": {"type": "boolean"},
-                    "mode": {"type": ["string", "null"]},
-                    "message": {"type": "string"},
-                    "alternatives": {"type": "array", "items": {"type": "string"}},
-                    "retry_after": {"type": ["integer", "null"], "minimum": 1},
-                },
-            },
-            "CsrfToken": {
-                "type": "object",
-                "required": ["csrf_token", "header"],
-                "properties": {"csrf_token": {"type": "string"}, "header": {"type": "string"}},
-            },
-            "Overview": {
-                "type": "object",
-                "required": ["active_jobs_count", "attempts", "events"],
-                "properties": {
-                    "active_jobs_count": {"type": "integer", "minimum": 0},
-                    "jobs": {"type": ["array", "null"], "items": {"type": "object"}},
-                    "attempts": {"type": "object"},
-                    "events": {"type": "array", "items": {"type": "object"}},
-                    "store_available": {"type": "boolean"},
-                },
-            },
-            "EnableRequest": {
-                "type": "object",
-                "required": ["reason"],
-                "additionalProperties": False,
-                "allOf": [
-                    {
-                        "if": {
-                            "required": ["auto_end"],
-                            "properties": {"auto_end": {"const": True}},
-                        },
-                        "then": {"required": ["duration"]},
-                    },
-                    {
-                        "if": {
-                            "required": ["mode"],
-                            "properties": {"mode": {"const": "emergency"}},
-                        },
-                        "then": {"not": {"required": ["operations"]}},
-                    },
-                ],
-                "properties": {
-                    "mode": {"type": "string", "enum": ["normal", "emergency", "test"]},
-                    "reason": _REASON,
-                    "duration": _DURATION,
-                    "auto_end": {"type": "boolean"},
-                    "operations": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                },
-            },
-            "DisableRequest": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {"reason": {"type": "string", "maxLength": 500}},
-            },
-            "PauseRequest": {
-                "type": "object",
-                "required": ["queues", "reason"],
-                "additionalProperties": False,
-                "properties": {
-                    "queues": _NAMES,
-                    "reason": _REASON,
-                    "duration": _DURATION,
-                    "workers": {**_NAMES, "minItems": 0},
-                    "beat": {"type": "boolean"},
-                },
-            },
-            "ResumeRequest": {
-                "type": "object",
-                "additionalProperties": False,
-                "description": "Either queues or all: true.",
-                "oneOf": [
-                    {"required": ["queues"], "not": {"required": ["all"]}},
-                    {"required": ["all"], "not": {"required": ["queues"]}},
-                ],
-                "properties": {"queues": _NAMES, "all": {"const": True}},
-            },
-            "Pauses": {
-                "type": "object",
-                "required": ["paused_queues"],
-                "properties": {
-                    "paused_queues": STATUS_SCHEMA["properties"]["paused_queues"],
-                    "warnings": {"type": "array", "items": {"type": "string"}},
-                    "resumed": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "EmergencyRequest": {
-                "type": "object",
-                "required": ["reason"],
-                "additionalProperties": False,
-                "properties": {
-                    "reason": _REASON,
-                    "grace_period": {"type": "integer", "minimum": 0, "maximum": 3600},
-                },
-            },
-        },
+        "schemas": SCHEMAS,
     },
 }
 

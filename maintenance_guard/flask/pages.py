@@ -28,6 +28,7 @@ from .api import API, ApiError, csrf_token, register_api
 from .bypass import BYPASS_COOKIE
 from .config import ConfigVars
 from .refusal import about_duration, operation_labels
+from .schedule import register_schedule_routes
 
 if TYPE_CHECKING:
     from ..guard import MaintenanceGuard
@@ -48,6 +49,7 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
         static_url_path=STATIC_URL_PATH,
     )
     register_api(bp, ext)
+    register_schedule_routes(bp, ext)
     bp.add_app_template_filter(human_time, "mg_time")
     bp.add_app_template_filter(badge_text, "mg_badge")
     bp.add_app_template_global(lambda: dict(BADGES), "mg_badges")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from maintenance_guard import MaintenanceGuard
+from maintenance_guard.windows import iso_z
 from tests.conftest import RedisServer
 from tests.helpers import wait_for
 from tests.reliability.conftest import Proc, actor
@@ -91,3 +92,36 @@ def test_a_process_paused_through_an_empty_restart_follows_the_new_history(
         os.killpg(sleeper.proc.pid, signal.SIGCONT)
     # Within a few polls the sleeper sees emergency; it never keeps "off, version 2".
     sleeper.expect(f"seen {again.version} emergency True", timeout=5)
+
+
+def test_a_scheduled_window_starts_once_and_never_early_across_processes_one_20s_ahead(
+    redis_url: str,
+    key_prefix: str,
+    make_guard: Callable[..., MaintenanceGuard],
+    spawn: Callable[..., Proc],
+) -> None:
+    skews = [0.0, 0.0, 0.0, 20.0]
+    procs = [spawn(*actor("watch", redis_url, key_prefix, POLL, skew)) for skew in skews]
+    for p in procs:
+        p.expect("ready")
+    admin = make_guard()
+    wait_for(lambda: len(admin.store.read_presence()) >= len(procs), timeout=10)  # type: ignore[attr-defined]
+    start = time.time() + 2.0
+    window = admin.windows.add(iso_z(start), 2, reason="scheduled", auto_end=True, by="ops")
+    assert window.start_at == float(int(start))  # ISO text has whole seconds
+    for p in procs:
+        p.expect("seen", timeout=10)  # the window itself is a state change
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if [e for e in admin.events(limit=20) if e.type == "auto_ended"]:
+            break
+        time.sleep(0.1)
+    events = admin.events(limit=20)
+    started = [e for e in events if e.fields.get("window") == window.id and e.type == "enabled"]
+    assert len(started) == 1, [(e.type, e.fields) for e in events]
+    assert started[0].at >= window.start_at  # Redis' clock decided
+    assert len([e for e in events if e.type == "auto_ended"]) == 1
+    for p, skew in zip(procs, skews, strict=True):
+        blocked = [at for _, mode, is_blocked, at in _seen(p) if is_blocked]
+        # No process refused work before the window opened, the one 20 s ahead included.
+        assert blocked and min(blocked) >= window.start_at - 0.05, (skew, blocked, start)

@@ -160,6 +160,64 @@
       .catch(function (e) { show(e.message, false); });
   });
 
+  var windowsTable = document.getElementById("mg-windows");
+  var scheduleUrl = document.getElementById("mg-schedule-form").getAttribute("data-url");
+
+  function renderWindows(windows) {
+    var tbody = windowsTable.querySelector("tbody");
+    fill("mg-windows", windows.map(function (w) {
+      return [w.id, w.start, w.expected_end, w.mode, w.reason, w.announce_at, ""];
+    }), "Nothing is scheduled.", 7);
+    Array.prototype.forEach.call(tbody.querySelectorAll("tr"), function (tr, i) {
+      if (!windows[i]) { return; }
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Cancel";
+      button.setAttribute("data-window", windows[i].id);
+      button.addEventListener("click", function () {
+        post(scheduleUrl + "/" + encodeURIComponent(windows[i].id) + "/cancel", {})
+          .then(function (r) { show("Cancelled " + windows[i].id + ".", true); renderWindows(r.windows); })
+          .catch(function (e) { show(e.message, false); });
+      });
+      tr.lastChild.appendChild(button);
+    });
+  }
+
+  function refreshWindows() {
+    fetch(windowsTable.getAttribute("data-url"), {credentials: "same-origin",
+                                                  headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) { renderWindows(data.windows); } })
+      .catch(function () {});
+  }
+
+  document.getElementById("mg-schedule-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    var start = new Date(form.at.value);  // the browser's local time
+    if (isNaN(start.getTime())) { show("Enter a start time.", false); return; }
+    var payload = {at: start.toISOString(), duration: form.duration.value.trim(),
+                   mode: form.mode.value, reason: form.reason.value};
+    if (/^\d+$/.test(payload.duration)) { payload.duration = Number(payload.duration); }
+    if (form.notice.value.trim()) { payload.notice = form.notice.value.trim(); }
+    if (form.drain_before.value.trim()) { payload.drain_before = form.drain_before.value.trim(); }
+    if (form.auto_end.checked) { payload.auto_end = true; }
+    post(scheduleUrl, payload)
+      .then(function (r) { show("Scheduled " + r.window.id + " at " + r.window.start + ".", true);
+                           renderWindows(r.windows); refreshOverview(); })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  document.getElementById("mg-update-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var form = event.target;
+    post(form.getAttribute("data-url"), {text: form.text.value})
+      .then(function () { show("Update posted.", true); form.text.value = ""; })
+      .catch(function (e) { show(e.message, false); });
+  });
+
+  refreshWindows();
+
   if (window.maintenanceGuard) { window.maintenanceGuard.onStatus(refreshOverview); }
   setInterval(refreshOverview, 5000);
 })();

@@ -89,6 +89,34 @@
     section.hidden = !list.firstChild;
   }
 
+  function localTime(iso) {
+    var d = iso ? new Date(iso) : null;
+    return d && !isNaN(d.getTime())
+      ? d.toLocaleString([], {dateStyle: "medium", timeStyle: "short"}) : (iso || "");
+  }
+
+  // The announced window and the progress timeline (text only).
+  function renderSchedule(status) {
+    var next = status.upcoming;
+    field("upcoming").forEach(function (el) { el.hidden = !next; });
+    setText("upcoming_when", next ? localTime(next.start) + " to " + localTime(next.expected_end) : "");
+    setText("upcoming_reason", next ? next.reason : "");
+    var updates = status.updates || [];
+    field("updates_section").forEach(function (el) { el.hidden = !updates.length; });
+    field("updates").forEach(function (list) {
+      clear(list);
+      updates.forEach(function (u) {
+        var li = document.createElement("li");
+        var time = document.createElement("time");
+        time.setAttribute("datetime", u.at);
+        time.textContent = localTime(u.at);
+        li.appendChild(time);
+        li.appendChild(document.createTextNode(" " + u.text));
+        list.appendChild(li);
+      });
+    });
+  }
+
   function render(status) {
     var active = !!status.is_active;
     var mode = active ? (status.mode || "normal") : "off";
@@ -106,6 +134,7 @@
     if ("enabled_by" in status) { setText("enabled_by", status.enabled_by || "\u2014"); }
     renderBlocked(status);
     renderImpact(status);
+    renderSchedule(status);
     var over = document.getElementById("mg-over");
     if (over) { over.hidden = active; }
     body.setAttribute("data-mg-active", active ? "true" : "false");
