@@ -67,6 +67,8 @@ class WindowSchedule:
             by=by,
         )
         window = request.window(uuid.uuid4().hex[:8])
+        # Its notice time has passed already: announced with this change, not after it.
+        window = replace(window, announced=window.is_announced(guard.now()))
 
         def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
             base = old or INACTIVE
@@ -113,7 +115,8 @@ class WindowSchedule:
 
         def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
             base = old or INACTIVE
-            window = replace(self._find(base, window_id), start_at=start, announced=False)
+            window = replace(self._find(base, window_id), start_at=start)
+            window = replace(window, announced=window.is_announced(self.guard.now()))
             check_window_fits(window, base.windows, self.guard.now())
             moved[:] = [window]
             return replace(

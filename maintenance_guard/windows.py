@@ -86,8 +86,9 @@ class MaintenanceWindow:
         return self.start_at < other.end_at and other.start_at < self.end_at
 
     def is_announced(self, now: float) -> bool:
-        """True from the notice time on (whether or not the announcement is written yet)."""
-        return self.announced or now >= self.announce_at
+        """True from the notice time on (whether or not the announcement is written yet);
+        a window without a notice is announced from the moment it is scheduled."""
+        return self.announced or not self.notice or now >= self.announce_at
 
     def refuses(self, operation: str | None, runtime: float | None, now: float) -> bool:
         """True if a job of ``operation`` submitted at ``now``, expected to run
@@ -150,7 +151,7 @@ class MaintenanceWindow:
         if include_admin:
             data.update(
                 by=self.by,
-                announce_at=iso_z(self.announce_at),
+                announce_at=iso_z(self.announce_at) if self.notice else None,
                 notice=self.notice,
                 auto_end=self.auto_end,
                 drain_before=self.drain_before,

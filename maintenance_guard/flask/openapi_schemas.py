@@ -243,7 +243,7 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": "string"},
             "blocked_operations": {"type": "array", "items": {"type": "string"}},
             "by": {"type": "string"},
-            "announce_at": {"type": "string", "format": "date-time"},
+            "announce_at": {"type": ["string", "null"], "format": "date-time"},
             "notice": {"type": "integer", "minimum": 0},
             "auto_end": {"type": "boolean"},
             "drain_before": {"type": "integer", "minimum": 0},

@@ -96,7 +96,7 @@ def register_schedule_routes(bp: Blueprint, ext: FlaskMaintenance) -> None:
         now = guard.now()
         announced = [w for w in guard.current().windows if w.is_announced(now)]
         return Response(
-            calendar(announced, ext.config.get("MAINTENANCE_GUARD_CALENDAR_NAME")),
+            calendar(announced),
             mimetype="text/calendar",
             headers={"Cache-Control": "public, max-age=60"},
         )
@@ -135,12 +135,12 @@ def register_schedule_routes(bp: Blueprint, ext: FlaskMaintenance) -> None:
     bp.add_app_template_global(maintenance_banner, "maintenance_banner")
 
 
-def calendar(windows: list[MaintenanceWindow], name: object = None) -> bytes:
+def calendar(windows: list[MaintenanceWindow]) -> bytes:
     """An iCalendar (RFC 5545) document with one event per window."""
     cal = icalendar.Calendar()
     cal.add("prodid", "-//maintenance-guard//scheduled maintenance//EN")
     cal.add("version", "2.0")
-    cal.add("x-wr-calname", str(name or "Scheduled maintenance"))
+    cal.add("x-wr-calname", "Scheduled maintenance")
     for window in sorted(windows, key=lambda w: w.start_at):
         event = icalendar.Event()
         event.add("uid", f"{window.id}@maintenance-guard")

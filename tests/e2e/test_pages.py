@@ -270,3 +270,79 @@ def test_with_the_default_stream_cap_taken_the_page_polls_and_still_updates(
     finally:
         for reader in held:
             reader.close()
+
+
+def test_the_banner_on_the_demo_home_page_counts_down_shows_the_window_and_says_it_ended(
+    demo: tuple[LiveServer, MaintenanceGuard], browser: Any, artefacts: Path
+) -> None:
+    import time
+
+    from maintenance_guard.windows import iso_z
+
+    live, guard = demo
+    guard.start()  # this process's watcher starts the window on time
+    # Nothing scheduled: the page loads the cached script and nothing else of ours.
+    quiet = new_page(browser, live.url)
+    requests: list[str] = []
+    quiet.on("request", lambda r: requests.append(r.url))
+    quiet.goto(f"{live.url}/")
+    quiet.wait_for_function("document.documentElement.dataset.mgBanner === 'none'")
+    paths = ["/" + u.split("/", 3)[3] for u in requests]
+    ours = [p for p in paths if p.startswith(("/maintenance", "/api/"))]
+    assert ours == ["/maintenance/banner.js"], paths
+    assert quiet.locator("#mg-banner").count() == 0
+
+    start = int(time.time()) + 6
+    guard.windows.add(iso_z(start), 30, reason="Database <b>upgrade</b>", auto_end=False, by="e2e")
+    page = new_page(browser, live.url)
+    page.goto(f"{live.url}/")
+    banner = page.locator("#mg-banner")
+    page.wait_for_selector("#mg-banner[data-kind='upcoming']")
+    text = banner.inner_text()
+    assert "Scheduled maintenance" in text and "Database <b>upgrade</b>" in text  # escaped
+    assert "Caption generation" in text and "Starts in 0m" in text
+    assert (
+        banner.get_attribute("role") == "status" and banner.get_attribute("aria-live") == "polite"
+    )
+    page.screenshot(path=str(artefacts / "banner-upcoming.png"))
+    first = page.locator("[data-mg-banner='countdown']").inner_text()
+    page.wait_for_timeout(1200)
+    assert page.locator("[data-mg-banner='countdown']").inner_text() != first  # it ticks
+
+    page.wait_for_selector("#mg-banner[data-kind='active']", timeout=15_000)  # the window opened
+    assert "Maintenance in progress: Database <b>upgrade</b>" in banner.inner_text()
+    assert "Unavailable: Caption generation" in banner.inner_text()
+    page.screenshot(path=str(artefacts / "banner-active.png"))
+    started = guard.current().started_at
+    assert started is not None and started >= start
+
+    other = new_page(browser, live.url)
+    other.goto(f"{live.url}/")
+    other.wait_for_selector("#mg-banner[data-kind='active']")
+    other.click("#mg-banner button")
+    assert other.locator("#mg-banner").is_hidden()
+    other.reload()
+    other.wait_for_function("document.documentElement.dataset.mgBanner === 'active'")
+    assert other.locator("#mg-banner").is_hidden()  # dismissed for this window
+
+    guard.disable(by="e2e")
+    page.wait_for_selector("#mg-banner[data-kind='ended']", timeout=10_000)
+    assert "Maintenance has ended" in banner.inner_text()
+    page.screenshot(path=str(artefacts / "banner-ended.png"))
+
+
+def test_progress_updates_appear_live_on_the_status_page(
+    demo: tuple[LiveServer, MaintenanceGuard], browser: Any, artefacts: Path
+) -> None:
+    live, guard = demo
+    guard.enable("normal", reason="Migration", by="e2e")
+    page = new_page(browser, live.url)
+    page.goto(f"{live.url}/maintenance")
+    page.wait_for_selector("body[data-mg-stream='open']")
+    guard.post_update("Migration 60% done <script>", by="e2e")
+    page.wait_for_function(
+        "document.querySelector(\"[data-mg='updates']\").innerText.includes('60% done <script>')"
+    )
+    guard.post_update("Migration 90% done", by="e2e")
+    page.wait_for_function("document.querySelectorAll(\"[data-mg='updates'] li\").length === 2")
+    page.screenshot(path=str(artefacts / "status-updates.png"), full_page=True)

@@ -365,3 +365,115 @@ def test_pause_routes_refuse_non_admins_and_requests_without_the_csrf_token(
     response = admin_client.post("/api/maintenance/pause", json={"queues": ["q"], "reason": "x"})
     assert response.status_code == 403 and response.get_json()["error"] == "csrf_failed"
     assert guard.refresh().paused_queues == ()
+
+
+def test_admin_schedules_moves_and_cancels_a_window_and_users_see_it_announced(
+    admin: tuple[FlaskClient, dict[str, str]], client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    import time
+
+    import icalendar
+
+    from maintenance_guard.windows import iso_z
+
+    admin_client, headers = admin
+    start = time.time() + 7200
+    response = admin_client.post(
+        "/api/maintenance/schedule",
+        json={"at": iso_z(start), "duration": "1h", "reason": "DB <b>upgrade</b>",
+              "notice": "24h", "drain_before": "10m"},
+        headers=headers,
+    )  # fmt: skip
+    assert response.status_code == 200, response.get_json()
+    window = response.get_json()["window"]
+    assert window["start"] == iso_z(start) and window["drain_before"] == 600
+    public = client.get("/api/maintenance/status").get_json()
+    assert public["upcoming"]["id"] == window["id"] and "by" not in public["upcoming"]
+    assert public["upcoming"]["reason"] == "DB <b>upgrade</b>"  # JSON; pages escape it
+    feed = client.get("/api/maintenance/schedule.ics")
+    assert feed.mimetype == "text/calendar"
+    (event,) = icalendar.Calendar.from_ical(feed.data).walk("VEVENT")
+    assert str(event["uid"]).startswith(window["id"])
+    assert event.decoded("dtstart").timestamp() == int(start)
+    assert event.decoded("dtend").timestamp() == int(start) + 3600
+    overlap = admin_client.post(
+        "/api/maintenance/schedule",
+        json={"at": iso_z(start + 600), "duration": 60, "reason": "x"},
+        headers=headers,
+    )
+    assert overlap.status_code == 400 and "overlaps window" in overlap.get_json()["message"]
+    moved = admin_client.post(
+        f"/api/maintenance/schedule/{window['id']}/reschedule",
+        json={"at": iso_z(start + 86400)},
+        headers=headers,
+    )
+    assert moved.get_json()["window"]["start"] == iso_z(start + 86400)
+    cancelled = admin_client.post(
+        f"/api/maintenance/schedule/{window['id']}/cancel", headers=headers
+    )
+    assert cancelled.get_json()["windows"] == []
+    assert client.get("/api/maintenance/status").get_json()["upcoming"] is None
+    assert (
+        len(
+            icalendar.Calendar.from_ical(client.get("/api/maintenance/schedule.ics").data).walk(
+                "VEVENT"
+            )
+        )
+        == 0
+    )
+    types = [e.type for e in guard.events(limit=3)]
+    assert types == ["window_cancelled", "window_rescheduled", "window_scheduled"]
+
+
+def test_a_window_announced_later_stays_out_of_the_feed_and_status_until_its_notice(
+    client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    import time
+
+    from maintenance_guard.windows import iso_z
+
+    guard.windows.add(iso_z(time.time() + 3 * 86400), "1h", reason="later", notice="1d")
+    assert client.get("/api/maintenance/status").get_json()["upcoming"] is None
+    assert b"VEVENT" not in client.get("/api/maintenance/schedule.ics").data
+
+
+def test_progress_updates_are_posted_by_admins_and_shown_to_everyone(
+    admin: tuple[FlaskClient, dict[str, str]], client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    admin_client, headers = admin
+    off = admin_client.post("/api/maintenance/update", json={"text": "x"}, headers=headers)
+    assert off.status_code == 400 and "maintenance is off" in off.get_json()["message"]
+    guard.enable("normal", reason="migration", by="alice")
+    posted = admin_client.post(
+        "/api/maintenance/update", json={"text": "Migration 60% done"}, headers=headers
+    )
+    assert [u["text"] for u in posted.get_json()["updates"]] == ["Migration 60% done"]
+    public = client.get("/api/maintenance/status").get_json()
+    assert [u["text"] for u in public["updates"]] == ["Migration 60% done"]
+    assert "Migration 60% done" in client.get("/maintenance").get_data(as_text=True)
+    client.post("/login", json={"user": "bob"})
+    refused = client.post("/api/maintenance/update", json={"text": "x"})
+    assert refused.status_code == 403
+
+
+def test_the_banner_helper_embeds_the_state_and_the_script_is_cached(
+    app: Flask, client: FlaskClient, guard: MaintenanceGuard
+) -> None:
+    import html
+    import json as json_module
+
+    with app.test_request_context("/"):
+        tag = str(app.jinja_env.globals["maintenance_banner"]())
+    assert tag.startswith('<script src="/maintenance/banner.js"') and tag.endswith(
+        "defer></script>"
+    )
+    state = re.search(r'data-mg-state="([^"]*)"', tag)
+    assert state and json_module.loads(html.unescape(state.group(1)))["is_active"] is False
+    script = client.get("/maintenance/banner.js")
+    assert script.status_code == 200 and "javascript" in script.content_type
+    assert "max-age=3600" in script.headers["Cache-Control"]
+    guard.enable("emergency", reason='"><script>alert(1)</script>', by="alice")
+    assert client.get("/maintenance/banner.js").status_code == 200  # exempt in an emergency
+    with app.test_request_context("/"):
+        tag = str(app.jinja_env.globals["maintenance_banner"]())
+    assert "<script>alert" not in tag and tag.count("<script") == 1

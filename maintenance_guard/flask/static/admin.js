@@ -166,7 +166,7 @@
   function renderWindows(windows) {
     var tbody = windowsTable.querySelector("tbody");
     fill("mg-windows", windows.map(function (w) {
-      return [w.id, w.start, w.expected_end, w.mode, w.reason, w.announce_at, ""];
+      return [w.id, w.start, w.expected_end, w.mode, w.reason, w.announce_at || "at once", ""];
     }), "Nothing is scheduled.", 7);
     Array.prototype.forEach.call(tbody.querySelectorAll("tr"), function (tr, i) {
       if (!windows[i]) { return; }

@@ -46,7 +46,7 @@
       "background:#fff4ce;color:#1f1f1f;border-bottom:1px solid #c9a400}" +
       "#mg-banner[data-kind=active]{background:#fde7e9;border-color:#c50f1f}" +
       "#mg-banner[data-kind=ended]{background:#dff6dd;border-color:#107c10}" +
-      "#mg-banner p{margin:0;flex:1}#mg-banner a{color:inherit}" +
+      "#mg-banner[hidden]{display:none}#mg-banner p{margin:0;flex:1}#mg-banner a{color:inherit}" +
       "#mg-banner button{font:inherit;cursor:pointer;background:none;border:1px solid;" +
       "border-radius:4px;padding:.1em .6em}";
     document.head.appendChild(style);
