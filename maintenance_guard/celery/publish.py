@@ -16,7 +16,13 @@ from typing import Any
 from celery import Celery
 
 from ..deferred import check_policy
-from ..errors import InvalidInput, MaintenanceActive, MaintenanceUpcoming, StoreUnavailable
+from ..errors import (
+    ConcurrentChange,
+    InvalidInput,
+    MaintenanceActive,
+    MaintenanceUpcoming,
+    StoreUnavailable,
+)
 from ..guard import MaintenanceGuard
 from ..inputs import MAX_DURATION_SECONDS
 from ..modes import MaintenanceMode
@@ -222,7 +228,11 @@ def refuse_before_window(
             log_refusal(name, operation, refused)
             raise
         # Held first: no replay may send it before the window has ended.
-        inst.guard.windows.hold_deferred_work(refused.window_id)
+        try:
+            inst.guard.windows.hold_deferred_work(refused.window_id)
+        except (StoreUnavailable, ConcurrentChange) as exc:
+            logger.warning("cannot defer %s past the window, refusing instead: %s", name, exc)
+            raise refused from None
         return defer_call(inst, name, args, kwargs, operation, options, refused)
     return None
 

@@ -209,3 +209,48 @@ def test_admin_pauses_and_resumes_a_queue_from_the_dashboard_and_sees_the_worker
     )
     assert guard.refresh().paused_queues == ()
     registry.unregister_worker("w1@host")
+
+
+def test_admin_schedules_cancels_and_posts_updates_from_the_dashboard(
+    server: LiveServer,
+    browser: Any,
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    guard = make_guard()
+    admin = _admin_dashboard(browser, server.url)
+    assert "Nothing is scheduled." in admin.locator("#mg-windows").inner_text()
+    # 60 days ahead at 02:00, written as the browser's local time.
+    day = admin.evaluate(
+        "(() => { const d = new Date(Date.now() + 60 * 86400e3);"
+        " const p = n => String(n).padStart(2, '0');"
+        " return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()); })()"
+    )
+    admin.fill("#mg-schedule-at", f"{day}T02:00")
+    admin.fill("#mg-schedule-duration", "1h")
+    admin.fill("#mg-schedule-reason", "DB upgrade")
+    admin.fill("#mg-schedule-notice", "24h")
+    admin.click("#mg-schedule")
+    admin.wait_for_selector("#mg-result[data-ok='true']")
+    (window,) = guard.windows.list()
+    local = admin.evaluate(f"new Date('{day}T02:00').getTime() / 1000")
+    assert window.start_at == local and window.duration == 3600 and window.notice == 86400
+    assert window.id in admin.locator("#mg-windows").inner_text()
+
+    admin.fill("#mg-schedule-at", f"{day}T02:30")  # overlaps: refused, shown
+    admin.click("#mg-schedule")
+    admin.wait_for_selector("#mg-result[data-ok='false']")
+    assert "overlaps window" in admin.locator("#mg-result").inner_text()
+
+    admin.click(f"#mg-windows button[data-window='{window.id}']")
+    admin.wait_for_function(
+        "document.querySelector('#mg-windows').innerText.includes('Nothing is scheduled.')"
+    )
+    assert guard.windows.list() == ()
+
+    admin.fill("#mg-update-text", "Migration 60% done")
+    admin.click("#mg-update")
+    admin.wait_for_selector("#mg-result[data-ok='false']")  # maintenance is off
+    guard.enable("normal", reason="migration", by="admin")
+    admin.click("#mg-update")
+    admin.wait_for_function("document.querySelector('#mg-result').innerText === 'Update posted.'")
+    assert [u.text for u in guard.refresh().updates] == ["Migration 60% done"]
