@@ -90,48 +90,40 @@ class WindowSchedule:
     def cancel(self, window_id: str, by: str | None = None) -> MaintenanceWindow:
         """Cancel a window that has not started; raises `InvalidInput` if there is none
         with that id. Work deferred until after it may run at once."""
-        found: list[MaintenanceWindow] = []
-
-        def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
-            base = old or INACTIVE
-            found[:] = [self._find(base, window_id)]
-            return replace(base, windows=tuple(w for w in base.windows if w.id != window_id))
-
-        self.guard.change_state(
-            make_new,
-            lambda old: event_fields(
-                "window_cancelled", actor=by or "unknown", window=window_id,
-                start=iso_z(found[0].start_at),
-            ),
-            keep_shared=False,
-        )  # fmt: skip
-        return found[0]
+        return self._edit(window_id, None, "window_cancelled", by)
 
     def reschedule(self, window_id: str, at: object, by: str | None = None) -> MaintenanceWindow:
         """Move a window that has not started to ``at`` (same duration and settings; its
         announcement is made again from the new notice time)."""
         start = parse_when(at, what="start time")
-        moved: list[MaintenanceWindow] = []
+        return self._edit(window_id, start, "window_rescheduled", by)
+
+    def _edit(
+        self, window_id: str, start: float | None, kind: str, by: str | None
+    ) -> MaintenanceWindow:
+        """Move the window to ``start``, or remove it (None); one audited change."""
+        done: list[MaintenanceWindow] = []
 
         def make_new(old: MaintenanceStatus | None) -> MaintenanceStatus:
             base = old or INACTIVE
-            window = replace(self._find(base, window_id), start_at=start)
+            window = self._find(base, window_id)
+            if start is None:
+                done[:] = [window]
+                return replace(base, windows=tuple(w for w in base.windows if w.id != window_id))
+            window = replace(window, start_at=start)
             window = replace(window, announced=window.is_announced(self.guard.now()))
             check_window_fits(window, base.windows, self.guard.now())
-            moved[:] = [window]
-            return replace(
-                base, windows=tuple(window if w.id == window_id else w for w in base.windows)
+            done[:] = [window]
+            windows = tuple(window if w.id == window_id else w for w in base.windows)
+            return replace(base, windows=windows)
+
+        def make_event(old: MaintenanceStatus | None) -> dict[str, str]:
+            return event_fields(
+                kind, actor=by or "unknown", window=window_id, start=iso_z(done[0].start_at)
             )
 
-        self.guard.change_state(
-            make_new,
-            lambda old: event_fields(
-                "window_rescheduled", actor=by or "unknown", window=window_id,
-                start=iso_z(moved[0].start_at),
-            ),
-            keep_shared=False,
-        )  # fmt: skip
-        return moved[0]
+        self.guard.change_state(make_new, make_event, keep_shared=False)
+        return done[0]
 
     def hold_deferred_work(self, window_id: str) -> None:
         """Mark ``window_id`` as holding work deferred until after it: parked work is not

@@ -127,8 +127,7 @@ class GuardState:
                 raise
             return self._snapshot.status
         if stored is None:
-            kept = self._snapshot.status
-            if self._snapshot.known and (kept.is_active or kept.pauses(self.now())):
+            if self._snapshot.known and self._snapshot.status.worth_restoring(self.now()):
                 self.restore_lost_state()
                 return self._snapshot.status
             stored = INACTIVE

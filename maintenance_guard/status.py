@@ -102,6 +102,11 @@ class MaintenanceStatus:
         """The queue pauses in effect at ``now``."""
         return pauses_in_effect(self.paused_queues, now)
 
+    def worth_restoring(self, now: float) -> bool:
+        """True if a store that lost this state must get it back: maintenance is on, a
+        queue is paused, or a window is scheduled."""
+        return self.is_active or bool(self.pauses(now)) or bool(self.windows)
+
     def with_jobs(self, active_jobs_count: int) -> MaintenanceStatus:
         """A copy carrying a fresh in-flight job count."""
         return replace(self, active_jobs_count=active_jobs_count)

@@ -131,7 +131,7 @@ class StateWatcher:
         subscription = None
         interval = guard.settings.poll_interval
         next_poll = 0.0
-        next_auto_end = next_pause_end = next_window = 0.0
+        retry = {"auto_end": 0.0, "pause_end": 0.0, "window": 0.0}
         stop = self.stop_event
         while not stop.is_set():
             now = time.monotonic()
@@ -161,29 +161,16 @@ class StateWatcher:
                 guard.flush()
                 self._run_periodic()
             snap = guard.snapshot
-            if (
-                snap.end_at is not None
-                and guard.now() >= snap.end_at
-                and time.monotonic() >= next_auto_end
+            # Timed changes this process may make when due (each at most every 0.2 s
+            # while it stays due: another process may have made it first).
+            for name, due_at, action in (
+                ("auto_end", snap.end_at, self._auto_end),
+                ("pause_end", snap.pause_end_at, self._end_pauses),
+                ("window", snap.window_event_at, lambda: advance_windows(guard)),
             ):
-                next_auto_end = time.monotonic() + min(interval, 0.2)
-                self._auto_end()
-            pause_end = snap.pause_end_at
-            if (
-                pause_end is not None
-                and guard.now() >= pause_end
-                and time.monotonic() >= next_pause_end
-            ):
-                next_pause_end = time.monotonic() + min(interval, 0.2)
-                self._end_pauses()
-            window_at = snap.window_event_at
-            if (
-                window_at is not None
-                and guard.now() >= window_at
-                and time.monotonic() >= next_window
-            ):
-                next_window = time.monotonic() + min(interval, 0.2)
-                advance_windows(guard)
+                if due_at is not None and guard.now() >= due_at and time.monotonic() >= retry[name]:
+                    retry[name] = time.monotonic() + min(interval, 0.2)
+                    action()
         if subscription is not None:
             subscription.close()
 
@@ -199,7 +186,7 @@ class StateWatcher:
         self._correct_clock(sent, guard.clock(), result.server_time)
         snap = guard.snapshot
         if result.stamp is None:
-            if snap.known and (snap.status.is_active or snap.status.pauses(guard.now())):
+            if snap.known and snap.status.worth_restoring(guard.now()):
                 guard.restore_lost_state()
             elif not snap.known or snap.status.generation:
                 guard.refresh()  # never read, or the store restarted empty

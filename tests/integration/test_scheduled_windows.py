@@ -124,3 +124,16 @@ def test_refusals_before_a_window_are_counted(
         app.tasks["mgtest.quick"].delay("in the drain period")
     counts = guard.attempt_counts()
     assert counts["before_window"]["batch_operations"]["publish"] == 1
+
+
+def test_a_scheduled_window_survives_a_redis_that_lost_the_state(
+    make_guard: Callable[..., MaintenanceGuard], redis_client: redis.Redis
+) -> None:
+    admin, other = make_guard(), make_guard()
+    other.start()
+    window = admin.windows.add(iso_z(time.time() + 3600), "1h", reason="db upgrade")
+    wait_for(lambda: other.current().windows, timeout=5)
+    redis_client.delete(admin.store.state_key)  # a Redis restarted without persistence
+    wait_for(lambda: admin.store.load_state() is not None, timeout=5)
+    restored = admin.store.load_state()
+    assert restored is not None and [w.id for w in restored.windows] == [window.id]
