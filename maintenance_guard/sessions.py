@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from .errors import InvalidInput, StoreUnavailable
@@ -129,6 +130,13 @@ class SessionInvalidator:
     ) -> None:
         if not isinstance(key_prefix, str) or not key_prefix:
             raise InvalidInput("session key prefix must be a non-empty string")
+        if isinstance(client, RedisCluster):
+            # The batches are checked and unlinked by one script per batch, which needs
+            # its keys in one slot; Flask-Session's keys are spread over every slot.
+            raise InvalidInput(
+                "session invalidation needs the sessions on one Redis (or a Sentinel "
+                "master), not on a Redis Cluster"
+            )
         if not 10 <= batch_size <= 10_000:
             raise InvalidInput("session batch_size must be between 10 and 10000")
         unknown = [f for f in formats if f not in FORMATS]

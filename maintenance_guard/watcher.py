@@ -77,7 +77,7 @@ class StateWatcher:
         """Run the watcher thread (once)."""
         self.stop_event.clear()
         self.thread = threading.Thread(
-            target=self._watch, name="maintenance-guard-watcher", daemon=True
+            target=self._run, name="maintenance-guard-watcher", daemon=True
         )
         self.thread.start()
 
@@ -126,6 +126,17 @@ class StateWatcher:
 
     # ------------------------------------------------------------------ the thread
 
+    def _run(self) -> None:
+        """The thread: `_watch`, started again after anything it did not expect (an
+        error of the store's client that is not a `StoreUnavailable`, a bug), so a
+        process never silently stops following the state."""
+        while not self.stop_event.is_set():
+            try:
+                self._watch()
+            except Exception:
+                logger.exception("maintenance-guard watcher failed; restarting it in 1 s")
+                self.stop_event.wait(1.0)
+
     def _watch(self) -> None:
         guard = self.guard
         subscription = None
@@ -133,46 +144,52 @@ class StateWatcher:
         next_poll = 0.0
         retry = {"auto_end": 0.0, "pause_end": 0.0, "window": 0.0}
         stop = self.stop_event
-        while not stop.is_set():
-            now = time.monotonic()
-            if subscription is None:
-                try:
-                    subscription = self.subscription = guard.store.subscribe()
-                    next_poll = 0.0  # we may have missed messages while unsubscribed
-                except StoreUnavailable as exc:
-                    guard.note_store_error(exc)
-                    stop.wait(min(interval, 0.5))
-            stamp: StateStamp | None = None
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if subscription is None:
+                    try:
+                        subscription = self.subscription = guard.store.subscribe()
+                        next_poll = 0.0  # we may have missed messages while unsubscribed
+                    except StoreUnavailable as exc:
+                        guard.note_store_error(exc)
+                        stop.wait(min(interval, 0.5))
+                stamp: StateStamp | None = None
+                if subscription is not None:
+                    try:
+                        stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
+                    except StoreUnavailable as exc:
+                        guard.note_store_error(exc)
+                        subscription.close()
+                        subscription = None
+                        continue
+                if stop.is_set():
+                    break
+                if stamp is not None and stamp != guard.snapshot.stamp:
+                    guard.refresh()
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + interval
+                    self._poll()
+                    guard.flush()
+                    self._run_periodic()
+                snap = guard.snapshot
+                # Timed changes this process may make when due (each at most every 0.2 s
+                # while it stays due: another process may have made it first).
+                for name, due_at, action in (
+                    ("auto_end", snap.end_at, self._auto_end),
+                    ("pause_end", snap.pause_end_at, self._end_pauses),
+                    ("window", snap.window_event_at, lambda: advance_windows(guard)),
+                ):
+                    if (
+                        due_at is not None
+                        and guard.now() >= due_at
+                        and time.monotonic() >= retry[name]
+                    ):
+                        retry[name] = time.monotonic() + min(interval, 0.2)
+                        action()
+        finally:
             if subscription is not None:
-                try:
-                    stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
-                except StoreUnavailable as exc:
-                    guard.note_store_error(exc)
-                    subscription.close()
-                    subscription = None
-                    continue
-            if stop.is_set():
-                break
-            if stamp is not None and stamp != guard.snapshot.stamp:
-                guard.refresh()
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + interval
-                self._poll()
-                guard.flush()
-                self._run_periodic()
-            snap = guard.snapshot
-            # Timed changes this process may make when due (each at most every 0.2 s
-            # while it stays due: another process may have made it first).
-            for name, due_at, action in (
-                ("auto_end", snap.end_at, self._auto_end),
-                ("pause_end", snap.pause_end_at, self._end_pauses),
-                ("window", snap.window_event_at, lambda: advance_windows(guard)),
-            ):
-                if due_at is not None and guard.now() >= due_at and time.monotonic() >= retry[name]:
-                    retry[name] = time.monotonic() + min(interval, 0.2)
-                    action()
-        if subscription is not None:
-            subscription.close()
+                subscription.close()
 
     def _poll(self) -> None:
         """One round trip: the stored stamp, Redis' clock and the presence record."""

@@ -16,9 +16,12 @@ from ..urls import mask_url, redact
 
 
 def connect(url: str, **options: Any) -> redis.Redis[Any]:
-    """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel.
+    """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel,
+    ``redis+cluster://`` URLs to a Redis Cluster.
 
     Sentinel form: ``redis+sentinel://host:26379[,host2:26379]/service_name/db``.
+    Cluster form: ``redis+cluster://[:password@]host:7000[,host2:7000]`` (any nodes;
+    the rest are discovered).
     Raises `InvalidInput` (the URL shown with its password masked) for an unusable URL.
     """
     options.setdefault("decode_responses", True)
@@ -32,6 +35,8 @@ def connect(url: str, **options: Any) -> redis.Redis[Any]:
     try:
         if url.startswith("redis+sentinel://"):
             return _connect_sentinel(url, options)
+        if url.startswith("redis+cluster://"):
+            return _connect_cluster(url, options)
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         if isinstance(exc, InvalidInput):
@@ -40,14 +45,33 @@ def connect(url: str, **options: Any) -> redis.Redis[Any]:
         raise InvalidInput(f"not a usable Redis URL {mask_url(url)!r}: {reason}") from None
 
 
+def _nodes(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    nodes = []
+    for part in netloc.split("@")[-1].split(","):
+        host, _, port = part.partition(":")
+        if not host:
+            raise InvalidInput("a node address needs a host: host:port[,host:port]")
+        nodes.append((host, int(port or default_port)))
+    return nodes
+
+
+def _connect_cluster(url: str, options: dict[str, Any]) -> redis.Redis[Any]:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    parsed = urlparse(url)
+    query = parse_qs(parsed.query)
+    password = parsed.password or next(iter(query.get("password", [])), None)
+    options.pop("health_check_interval", None)
+    nodes = [ClusterNode(host, port) for host, port in _nodes(parsed.netloc, 6379)]
+    # Typed as a Redis: the store uses the commands both clients share.
+    return cast("redis.Redis[Any]", RedisCluster(startup_nodes=nodes, password=password, **options))
+
+
 def _connect_sentinel(url: str, options: dict[str, Any]) -> redis.Redis[Any]:
     from redis.sentinel import Sentinel
 
     parsed = urlparse(url)
-    hosts = []
-    for part in parsed.netloc.split("@")[-1].split(","):
-        host, _, port = part.partition(":")
-        hosts.append((host, int(port or 26379)))
+    hosts = _nodes(parsed.netloc, 26379)
     path = [p for p in parsed.path.split("/") if p]
     if not path:
         raise InvalidInput("a sentinel URL needs the service name: .../service_name/db")

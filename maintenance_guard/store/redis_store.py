@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
 from ..events import log_audit_event
@@ -43,7 +43,7 @@ def redis_errors(what: str) -> Iterator[None]:
     """Turn redis-py and socket errors into `StoreUnavailable` ("cannot <what>: ...")."""
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         raise StoreUnavailable(f"cannot {what}: {exc}") from exc
 
 
@@ -99,6 +99,14 @@ return {version, id, generation}
 """
 )
 
+# KEYS: state hash, processes hash. ARGV: member, presence JSON.
+_POLL_LUA = """
+local stamp = redis.call('HMGET', KEYS[1], 'generation', 'version')
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return {stamp[1] or '', stamp[2] or '', t[1], t[2]}
+"""
+
 # Restore a lost state only if nobody has written one since: the first process wins.
 _RESTORE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -127,7 +135,7 @@ class _RedisSubscription:
     def wait(self, timeout: float) -> StateStamp | None:
         try:
             message = self._pubsub.get_message(timeout=max(timeout, 0.0))
-        except (RedisError, OSError, ValueError) as exc:
+        except (RedisError, RedisClusterException, OSError, ValueError) as exc:
             raise StoreUnavailable(f"subscription lost: {exc}") from exc
         if message is None or message.get("type") != "message":
             return None
@@ -160,6 +168,7 @@ class RedisStore:
         self.channel = self.key("changes")
         self._change = client.register_script(_CHANGE_LUA)
         self._restore = client.register_script(_RESTORE_LUA)
+        self._poll = client.register_script(_POLL_LUA)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "maintenance_guard") -> RedisStore:
@@ -185,13 +194,13 @@ class RedisStore:
 
     def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
         """One round trip: the stored stamp, Redis' clock, and this process's presence."""
+        # A script, not a pipeline: one slot, so it also runs on Redis Cluster (which
+        # refuses a keyless TIME in a pipeline).
         with redis_errors("poll the state"):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hmget(self.state_key, ["generation", "version"])
-            pipe.time()
-            pipe.hset(self.key("processes"), member, dump_json(presence))
-            (generation, version), (seconds, micros), _ = pipe.execute()
-        stamp = None if version is None else StateStamp(generation or "", int(version))
+            generation, version, seconds, micros = self._poll(
+                keys=[self.state_key, self.key("processes")], args=[member, dump_json(presence)]
+            )
+        stamp = None if not version else StateStamp(generation or "", int(version))
         return PollResult(stamp, int(seconds) + int(micros) / 1_000_000)
 
     def change_state(
