@@ -35,23 +35,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
     shutil.copytree(ROOT, source, ignore=IGNORED)
+    # `python -m build`, as a release is made: the sdist, then the wheel built from it.
     built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(work / "dist"),
-            str(source),
-        ],
+        [sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert built.returncode == 0, built.stderr[-2000:]
+    assert built.returncode == 0, (built.stdout[-2000:], built.stderr[-2000:])
     (found,) = (work / "dist").glob("maintenance_guard-*.whl")
     return found
 
@@ -77,6 +68,29 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+def test_the_distribution_passes_twine_check_and_says_what_it_is(wheel: Path) -> None:
+    dist = sorted(str(p) for p in wheel.parent.iterdir())
+    assert len(dist) == 2 and dist[1].endswith(".tar.gz"), dist  # the wheel and the sdist
+    checked = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *dist],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    metadata = (
+        zipfile.ZipFile(wheel)
+        .read(f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info/METADATA")
+        .decode()
+    )
+    assert "License-Expression: MIT" in metadata
+    assert "Requires-Python: >=3.10" in metadata
+    for classifier in ("Framework :: Celery", "Framework :: Flask", "Typing :: Typed",
+                       "Programming Language :: Python :: 3.13"):  # fmt: skip
+        assert f"Classifier: {classifier}" in metadata, classifier
+    assert "License-File: LICENSE" in metadata
+
+
 def test_the_wheel_ships_the_demo_and_not_the_repository_example_app(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/", 1)[0] for name in names}
@@ -87,6 +101,7 @@ def test_the_wheel_ships_the_demo_and_not_the_repository_example_app(wheel: Path
         "maintenance_guard/demo/templates/demo_home.html",
         "maintenance_guard/flask/templates/mg_status.html",
         "maintenance_guard/flask/static/status.js",
+        "maintenance_guard/flask/static/banner.js",
         "maintenance_guard/py.typed",
     ):
         assert needed in names, needed
