@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import math
 import os
 import random
 import re
@@ -62,9 +63,14 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def wrk_duration(seconds: float) -> str:
+    """wrk's ``-d`` value: whole seconds only (``-d 1.5s`` is an error), rounded up."""
+    return f"{max(1, math.ceil(seconds))}s"
+
+
 def run_wrk(wrk: str, url: str, connections: int, seconds: float) -> Load:
     out = subprocess.run(
-        [wrk, "-t", "2", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", url],
+        [wrk, "-t", "2", "-c", str(connections), "-d", wrk_duration(seconds), "--latency", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

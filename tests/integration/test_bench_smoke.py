@@ -46,3 +46,21 @@ def test_bench_run_refuses_an_unknown_benchmark_name_with_exit_2() -> None:
     assert proc.returncode == 2
     assert "unknown benchmark nonsense" in proc.stderr
     assert "| benchmark |" not in proc.stdout
+
+
+def test_wrk_is_given_whole_seconds_which_is_all_it_accepts() -> None:
+    import shutil
+
+    from bench.loadgen import wrk_duration
+
+    assert [wrk_duration(s) for s in (0.2, 1.0, 1.5, 2.0)] == ["1s", "1s", "2s", "2s"]
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return  # where wrk is installed, check that it really takes the value
+    done = subprocess.run(
+        [wrk, "-t", "1", "-c", "1", "-d", wrk_duration(1.5), "http://127.0.0.1:9/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Usage: wrk" not in done.stdout + done.stderr
