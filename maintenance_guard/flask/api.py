@@ -106,7 +106,10 @@ def check_csrf() -> None:
 def read_json_body(ext: FlaskMaintenance, allowed: set[str], *, optional: bool) -> dict[str, Any]:
     """The request's JSON object; raises `ApiError` 400/413/415. Unknown fields are refused."""
     limit = int(ext.config[ConfigVars.MAX_BODY])
-    request.max_content_length = limit
+    try:
+        request.max_content_length = limit  # for Werkzeug's own parsing (3.1+)
+    except AttributeError:
+        pass  # older Werkzeug: no per-request limit; the checks below enforce it
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
