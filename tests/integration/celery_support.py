@@ -80,6 +80,11 @@ def make_app(
         broker_connection_max_retries=3,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        # AMQP publishes are asynchronous: without confirms a count read right after
+        # delay() can miss a message the broker has not routed yet.
+        broker_transport_options=(
+            {"confirm_publish": True} if broker.startswith(("amqp", "pyamqp")) else {}
+        ),
         maintenance_guard_redis_url=redis_url,
         maintenance_guard_key_prefix=prefix,
         maintenance_guard_task_operations=dict(TASK_PATTERNS),
