@@ -10,6 +10,7 @@ are spread over every slot) and says so.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +35,7 @@ SLOTS = 16384
 @pytest.fixture(scope="module")
 def cluster_url() -> Iterator[str]:
     directory = Path(tempfile.mkdtemp(prefix="mg-cluster-"))
-    ports = [free_port() for _ in range(3)]
+    ports = [free_cluster_port() for _ in range(3)]
     processes = []
     try:
         for port in ports:
@@ -67,6 +68,21 @@ def cluster_url() -> Iterator[str]:
             process.kill()
             process.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too: an
+    ephemeral port above 55535 has none, and that node would never start."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 def _answers(node: redis.Redis) -> bool:
