@@ -14,17 +14,18 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .errors import StoreUnavailable
 from .events import AttemptRecorder
+from .feed import FeedFollower, StateFeed
 from .modes import OperationCatalog, OperationMap
 from .settings import GuardSettings
 from .snapshot import Snapshot, build_snapshot, unknown_snapshot
 from .status import INACTIVE, MaintenanceStatus
 from .store import StateStore, event_fields
-from .watcher import PeriodicTask, StateWatcher, default_role
+from .watcher import PeriodicTask, PollReader, StateWatcher, default_role
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -61,8 +62,12 @@ class GuardState:
         self.role = os.environ.get("MAINTENANCE_GUARD_ROLE") or default_role()
         self._listeners: list[ChangeListener] = []
         self._periodic: list[tuple[PeriodicTask, float]] = []
+        self._readers: list[tuple[tuple[str, ...], PollReader]] = []
         self.store_errors = 0
         self._last_error_log = 0.0
+        # Forked children (prefork pool processes) follow this process's state through
+        # shared memory instead of each watching Redis (see feed.py).
+        self._feed = StateFeed() if getattr(store, "shares_with_children", False) else None
         self._reset_process_state()
         self._snapshot = unknown_snapshot(self.catalog, self.settings)
         self.refresh()
@@ -111,6 +116,14 @@ class GuardState:
         poll; at most once a poll). Exceptions are logged, never raised."""
         self._periodic.append((task, every))
         self._watcher.add_periodic(task, every)
+        self.start()
+
+    def add_poll_reader(self, keys: Sequence[str], reader: PollReader) -> None:
+        """Read ``keys`` (under the store's hash tag) in the watcher's every poll, with no
+        round trip of their own, and call ``reader(values)`` from the watcher thread: a
+        list's length, a string's value, None for a missing key."""
+        self._readers.append((tuple(keys), reader))
+        self._watcher.add_poll_reader(tuple(keys), reader)
         self.start()
 
     # ------------------------------------------------------------------ sync
@@ -191,12 +204,20 @@ class GuardState:
                     return
             self._snapshot = build_snapshot(stored, self.catalog, self.settings)
             self._installs += 1
+            if self._feed is not None and self._feed.owned:
+                self._feed.publish(stored)
         if old.known and self._snapshot.stamp != old.stamp:
             for listener in list(self._listeners):
                 try:
                     listener(self._snapshot.status)
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
+
+    def beat(self) -> None:
+        """Called on every turn of the watcher: tells forked children following this
+        process's state that it is alive (no I/O)."""
+        if self._feed is not None and self._feed.owned:
+            self._feed.beat(self._watcher.offset)
 
     def restore_lost_state(self) -> None:
         """Write the state this process enforces back into a store that lost it (Redis
@@ -239,11 +260,17 @@ class GuardState:
         self._installs = 0
         self._start_lock = threading.Lock()
         self._watching = False
-        self._watcher = StateWatcher(self)
+        feed = getattr(self, "_feed", None)
+        if feed is not None and not feed.owned:
+            self._watcher = FeedFollower(self, feed)
+        else:
+            self._watcher = StateWatcher(self)
         if old is not None:
             self._watcher.offset = old.offset
         for task, every in self._periodic:
             self._watcher.add_periodic(task, every)
+        for keys, reader in self._readers:
+            self._watcher.add_poll_reader(keys, reader)
 
 
 def _flush_at_exit(ref: weakref.ReferenceType[GuardState]) -> None:

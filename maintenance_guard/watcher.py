@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ChangeTooEarly, ConcurrentChange, StoreUnavailable
 from .scheduling import advance_windows
 from .status import INACTIVE
-from .store import SERVER_TIME, StateStamp, event_fields
+from .store import SERVER_TIME, Notice, event_fields
 
 if TYPE_CHECKING:
     from .state import GuardState
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("maintenance_guard")
 
 PeriodicTask = Callable[[], None]
+# Called after each successful poll with the values of its keys (see `add_poll_reader`).
+PollReader = Callable[[tuple[str | None, ...]], None]
 
 # A clock reading whose round trip took longer than this is too uncertain to correct by.
 MAX_CLOCK_SAMPLE_RTT = 0.25
@@ -69,9 +71,11 @@ class StateWatcher:
         )
         # [task, every (s), next due (monotonic)]
         self.periodic: list[list[Any]] = []
+        self.readers: list[tuple[tuple[str, ...], PollReader]] = []
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.subscription: Any = None  # the store subscription the thread waits on
+        self._echo_polls = 0  # polls that asked `subscription` for an echo
 
     def start(self) -> None:
         """Run the watcher thread (once)."""
@@ -95,6 +99,11 @@ class StateWatcher:
     def add_periodic(self, task: PeriodicTask, every: float) -> None:
         """Call ``task()`` about every ``every`` seconds, after a poll."""
         self.periodic.append([task, every, 0.0])
+
+    def add_poll_reader(self, keys: tuple[str, ...], reader: PollReader) -> None:
+        """Read ``keys`` in every poll (no extra round trip) and pass their values to
+        ``reader``."""
+        self.readers.append((keys, reader))
 
     def presence(self, *, exited: bool = False) -> dict[str, object]:
         """This process's presence record now."""
@@ -146,18 +155,20 @@ class StateWatcher:
         stop = self.stop_event
         try:
             while not stop.is_set():
+                guard.beat()
                 now = time.monotonic()
                 if subscription is None:
                     try:
                         subscription = self.subscription = guard.store.subscribe()
+                        self._echo_polls = 0
                         next_poll = 0.0  # we may have missed messages while unsubscribed
                     except StoreUnavailable as exc:
                         guard.note_store_error(exc)
                         stop.wait(min(interval, 0.5))
-                stamp: StateStamp | None = None
+                notice: Notice | None = None
                 if subscription is not None:
                     try:
-                        stamp = subscription.wait(max(0.0, min(next_poll - now, interval)))
+                        notice = subscription.wait(max(0.0, min(next_poll - now, interval)))
                     except StoreUnavailable as exc:
                         guard.note_store_error(exc)
                         subscription.close()
@@ -165,41 +176,77 @@ class StateWatcher:
                         continue
                 if stop.is_set():
                     break
-                if stamp is not None and stamp != guard.snapshot.stamp:
-                    guard.refresh()
+                if notice is not None and notice.stamp != guard.snapshot.stamp:
+                    if notice.status is not None:
+                        guard.install(notice.status)
+                    else:
+                        guard.refresh()
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + interval
-                    self._poll()
+                    if subscription is not None and self._deaf(subscription):
+                        subscription.close()
+                        subscription = None
+                        next_poll = 0.0
+                        continue
+                    self._poll(subscription)
                     guard.flush()
                     self._run_periodic()
-                snap = guard.snapshot
-                # Timed changes this process may make when due (each at most every 0.2 s
-                # while it stays due: another process may have made it first).
-                for name, due_at, action in (
-                    ("auto_end", snap.end_at, self._auto_end),
-                    ("pause_end", snap.pause_end_at, self._end_pauses),
-                    ("window", snap.window_event_at, lambda: advance_windows(guard)),
-                ):
-                    if (
-                        due_at is not None
-                        and guard.now() >= due_at
-                        and time.monotonic() >= retry[name]
-                    ):
-                        retry[name] = time.monotonic() + min(interval, 0.2)
-                        action()
+                self._timed_changes(retry)
         finally:
             if subscription is not None:
                 subscription.close()
 
-    def _poll(self) -> None:
-        """One round trip: the stored stamp, Redis' clock and the presence record."""
+    def _deaf(self, subscription: Any) -> bool:
+        """True if the echoes of this subscription's last two polls never came: the
+        connection is half-open or the subscription was dropped; subscribe again."""
+        echoes = getattr(subscription, "echoes", None)
+        if echoes is None:  # a subscription without echoes (a memory store)
+            return False
+        if self._echo_polls - echoes >= 2:
+            logger.warning(
+                "maintenance-guard change notifications stopped arriving; subscribing again",
+                extra={"mg_event": "subscription_deaf"},
+            )
+            return True
+        return False
+
+    def _timed_changes(self, retry: dict[str, float]) -> None:
+        """Timed changes this process may make when due (each at most every 0.2 s while
+        it stays due: another process may have made it first)."""
         guard = self.guard
+        snap = guard.snapshot
+        interval = guard.settings.poll_interval
+        for name, due_at, action in (
+            ("auto_end", snap.end_at, self._auto_end),
+            ("pause_end", snap.pause_end_at, self._end_pauses),
+            ("window", snap.window_event_at, lambda: advance_windows(guard)),
+        ):
+            if due_at is not None and guard.now() >= due_at and time.monotonic() >= retry[name]:
+                retry[name] = time.monotonic() + min(interval, 0.2)
+                action()
+
+    def _poll(self, subscription: Any = None) -> None:
+        """One round trip: the stored stamp, Redis' clock and the presence record (and
+        the echo that proves ``subscription`` still receives)."""
+        guard = self.guard
+        echo = getattr(subscription, "echo_channel", "")
+        readers = list(self.readers)
+        keys = [key for wanted, _ in readers for key in wanted]
         sent = guard.clock()
         try:
-            result = guard.store.poll(presence_member(), self.presence())
+            result = guard.store.poll(presence_member(), self.presence(), echo, keys)
         except StoreUnavailable as exc:
             guard.note_store_error(exc)
             return
+        if echo:
+            self._echo_polls += 1
+        at = 0
+        for wanted, reader in readers:
+            try:
+                reader(result.reads[at : at + len(wanted)])
+            except Exception:  # a reader must not stop the watcher
+                logger.exception("maintenance-guard poll reader failed")
+            at += len(wanted)
         self._correct_clock(sent, guard.clock(), result.server_time)
         snap = guard.snapshot
         if result.stamp is None:

@@ -93,6 +93,9 @@ class ConsumerGate:
         self._lock = threading.Lock()
         self.cancelled: dict[str, QueueSpec] = {}
         self.emergency = False  # the emergency's pause record is written
+        # A read found no pause record for this worker: only this gate writes one, so
+        # the periodic catch-up need not read it again until it does.
+        self.record_cleared = False
         # Every queue this worker was seen consuming: a pause also covers one whose
         # re-add is still waiting on the event loop.
         self.known: list[QueueSpec] = []
@@ -112,6 +115,7 @@ class ConsumerGate:
                 if not self.emergency and target:
                     # Recorded first: whoever looks (the emergency run, a later resume
                     # after a restart) finds the record before the pause takes effect.
+                    self.record_cleared = False
                     self.records.set_cancelled(self.hostname, list(self.known))
                     self.emergency = True
             else:
@@ -139,8 +143,11 @@ class ConsumerGate:
     def _end_emergency_pause(self, still_paused: set[str]) -> None:
         """After an emergency: take back the queues its record holds (also those of this
         worker's earlier life, if it restarted during the emergency) and mark it resumed."""
+        if self.record_cleared and not self.emergency:
+            return
         recorded, token = self.records.pause_state(self.hostname)
         if not recorded and not self.emergency:
+            self.record_cleared = True
             return
         for q in recorded:
             if q.name not in {k.name for k in self.known}:

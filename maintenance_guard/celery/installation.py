@@ -15,7 +15,7 @@ from typing import Any, cast
 from celery import Celery
 
 from ..admin_signature import AdminSigner, LocalSigner
-from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, Replayer
+from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, QueueCheck, Replayer
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
 from ..inflight import InflightRegistry, InflightTracker, NullTracker
@@ -87,12 +87,14 @@ class Installation:
         self.deferred_marker = self.deferred.last_marker
         return parked
 
-    def sweep_deferred(self) -> None:
+    def sweep_deferred(self, check: QueueCheck | None = None) -> None:
         """Periodic (watcher thread): notice parked work that waits while maintenance is
-        off (a replayer died, the broker was down) and a store that lost the queue."""
+        off (a replayer died, the broker was down) and a store that lost the queue.
+        ``check``: the queue as the watcher's poll read it (else read now)."""
         if os.getpid() != self.sweeper_pid or self.closed:
             return
-        check = self.deferred.check()
+        if check is None:
+            check = self.deferred.check()
         lost = check.marker != self.deferred_marker and self.deferred_marker is not None
         if lost and self.known_deferred > check.pending:
             self._report_lost_deferrals(check.marker)

@@ -81,7 +81,16 @@ def install(app: Celery, guard: MaintenanceGuard | None = None) -> MaintenanceGu
 
     inst.listener = on_change
     guard.add_listener(on_change)
-    guard.add_periodic(quietly(inst.sweep_deferred), DEFERRED_SWEEP_SECONDS)
+    if isinstance(inst.deferred, DeferredQueue):
+        # Read by the watcher's poll: no round trip of its own.
+        queue = inst.deferred
+
+        def read_deferred(values: tuple[str | None, ...]) -> None:
+            quietly(lambda: inst.sweep_deferred(queue.check_from(values)))()
+
+        guard.add_poll_reader(queue.check_keys, read_deferred)
+    else:
+        guard.add_periodic(quietly(inst.sweep_deferred), DEFERRED_SWEEP_SECONDS)
     warn_about_other_brokers(inst)
     if isinstance(guard.store, RedisStore):  # emergencies keep their records in Redis
         # Emergency mode: worker control commands, terminated jobs refused, resume after.

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -200,6 +200,17 @@ class DeferredQueue(RedisRecords):
             pending, marker = pipe.execute()
         self.last_marker = cast("str | None", marker)
         return QueueCheck(int(pending), self.last_marker)
+
+    @property
+    def check_keys(self) -> tuple[str, str]:
+        """The keys `check` reads, for a watcher poll to read instead (`check_from`)."""
+        return (self.order_key, self.marker_key)
+
+    def check_from(self, values: Sequence[str | None]) -> QueueCheck:
+        """The `check` result from the values a poll read at `check_keys`."""
+        pending, marker = (list(values) + [None, None])[:2]
+        self.last_marker = marker
+        return QueueCheck(int(pending or 0), marker)
 
     def replay(
         self,

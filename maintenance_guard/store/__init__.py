@@ -10,6 +10,7 @@ from .memory import MemoryStore
 from .protocol import (
     SERVER_TIME,
     AuditEvent,
+    Notice,
     PollResult,
     StateStamp,
     StateStore,
@@ -35,6 +36,7 @@ __all__ = [
     "TEST_RECORDS_PER_ENTRY",
     "AuditEvent",
     "MemoryStore",
+    "Notice",
     "PollResult",
     "RedisStore",
     "StateStamp",

@@ -14,6 +14,8 @@ from redis.retry import Retry
 from ..errors import InvalidInput
 from ..urls import mask_url, redact
 
+MAX_CONNECTIONS = 2
+
 
 def connect(url: str, **options: Any) -> redis.Redis[Any]:
     """A redis-py client for ``url``; ``redis+sentinel://`` URLs go through Sentinel,
@@ -37,7 +39,16 @@ def connect(url: str, **options: Any) -> redis.Redis[Any]:
             return _connect_sentinel(url, options)
         if url.startswith("redis+cluster://"):
             return _connect_cluster(url, options)
-        return redis.Redis.from_url(url, **options)
+        # At most two connections per guard and process: its subscription and one for
+        # commands (a thread that finds it busy waits for it, up to the timeouts). A fleet
+        # of thousands of processes then stays far below Redis' maxclients.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=options["socket_timeout"] + options["socket_connect_timeout"],
+            **options,
+        )
+        return redis.Redis(connection_pool=pool)
     except ValueError as exc:
         if isinstance(exc, InvalidInput):
             raise

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import ChangeTooEarly, ConcurrentChange
 from ..events import log_audit_event
 from ..status import MaintenanceStatus
-from .protocol import SERVER_TIME, AuditEvent, PollResult, StateStamp, new_generation
+from .protocol import SERVER_TIME, AuditEvent, Notice, PollResult, StateStamp, new_generation
 
 _TIMED = ("started_at", "changed_at", "at")
 
@@ -28,16 +28,16 @@ _TIMED = ("started_at", "changed_at", "at")
 class _MemorySubscription:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[StateStamp | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Notice | None] = queue.SimpleQueue()
 
     def notify(self, stamp: StateStamp) -> None:
-        self._queue.put(stamp)
+        self._queue.put(Notice(stamp))
 
     def interrupt(self) -> None:
         """Return a waiting `wait` at once (with None): the watcher is stopping."""
         self._queue.put(None)
 
-    def wait(self, timeout: float) -> StateStamp | None:
+    def wait(self, timeout: float) -> Notice | None:
         try:
             return self._queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
@@ -67,11 +67,19 @@ class MemoryStore:
         with self._lock:
             return MaintenanceStatus.from_fields(dict(self._state)) if self._state else None
 
-    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
-        """The stored stamp and this store's clock; records the caller's presence."""
+    def poll(
+        self,
+        member: str,
+        presence: Mapping[str, object],
+        echo: str = "",
+        reads: Sequence[str] = (),
+    ) -> PollResult:
+        """The stored stamp and this store's clock; records the caller's presence
+        (``echo``: ignored, a memory subscription cannot go deaf; ``reads``: no keys
+        here, each reads as None)."""
         with self._lock:
             self._presence[member] = dict(presence)
-            return PollResult(self._stamp(), self.clock())
+            return PollResult(self._stamp(), self.clock(), tuple(None for _ in reads))
 
     def change_state(
         self,

@@ -63,18 +63,28 @@ class StateStamp:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """One change notification: the new stamp, and the new state itself when the
+    notification carried it (then no re-read is needed)."""
+
+    stamp: StateStamp
+    status: MaintenanceStatus | None = None
+
+
+@dataclass(frozen=True)
 class PollResult:
     """One watcher poll: the stored stamp (None when the store holds no state) and Redis'
     clock at the time of the read (epoch seconds)."""
 
     stamp: StateStamp | None
     server_time: float
+    reads: tuple[str | None, ...] = ()  # the values of the poll's ``reads`` keys
 
 
 class Subscription(Protocol):
-    """A live change feed: `wait` returns the published stamp, or None on timeout."""
+    """A live change feed: `wait` returns the next notification, or None on timeout."""
 
-    def wait(self, timeout: float) -> StateStamp | None: ...
+    def wait(self, timeout: float) -> Notice | None: ...
 
     def close(self) -> None: ...
 
@@ -84,7 +94,13 @@ class StateStore(Protocol):
 
     def load_state(self) -> MaintenanceStatus | None: ...
 
-    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult: ...
+    def poll(
+        self,
+        member: str,
+        presence: Mapping[str, object],
+        echo: str = "",
+        reads: Sequence[str] = (),
+    ) -> PollResult: ...
 
     def change_state(
         self,

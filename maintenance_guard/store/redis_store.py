@@ -29,6 +29,7 @@ from .protocol import (
     dump_json,
     new_generation,
 )
+from .subscription import RedisSubscription
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -62,10 +63,10 @@ _CHANGE_LUA = (
     + """
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= current then
-  return {-1, tostring(current), ''}
+  return {-1, tostring(current), '', ''}
 end
 if ARGV[5] ~= '' and tonumber(now) < tonumber(ARGV[5]) then
-  return {-2, now, ''}
+  return {-2, now, '', ''}
 end
 local generation = redis.call('HGET', KEYS[1], 'generation')
 if not generation or generation == '' then generation = ARGV[4] end
@@ -94,17 +95,39 @@ end
 event[#event + 1] = 'version'
 event[#event + 1] = tostring(version)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(event))
-redis.call('PUBLISH', ARGV[2], generation .. ':' .. tostring(version))
-return {version, id, generation}
+-- The notification carries the new state, so a subscriber installs it without a read
+-- (older subscribers find no stamp in it and re-read, as for any unreadable one).
+local payload = cjson.encode(redis.call('HGETALL', KEYS[1]))
+local stamp = generation .. ':' .. tostring(version)
+if #payload > 65536 then  -- MAX_NOTICE_BYTES
+  redis.call('PUBLISH', ARGV[2], stamp)
+else
+  redis.call('PUBLISH', ARGV[2], stamp .. '\\n' .. payload)
+end
+return {version, id, generation, payload}
 """
 )
 
-# KEYS: state hash, processes hash. ARGV: member, presence JSON.
+# KEYS: state hash, processes hash, then keys to read (a list's length, a string's value,
+# nil for anything else). ARGV: member, presence JSON, echo channel ('' none): the echo
+# tells the caller's subscription it still receives (see `RedisSubscription`).
 _POLL_LUA = """
 local stamp = redis.call('HMGET', KEYS[1], 'generation', 'version')
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return {stamp[1] or '', stamp[2] or '', t[1], t[2]}
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], '1') end
+local reads = {}
+for i = 3, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind == 'list' then
+    reads[i - 2] = tostring(redis.call('LLEN', KEYS[i]))
+  elseif kind == 'string' then
+    reads[i - 2] = redis.call('GET', KEYS[i])
+  else
+    reads[i - 2] = false
+  end
+end
+return {stamp[1] or '', stamp[2] or '', t[1], t[2], reads}
 """
 
 # Restore a lost state only if nobody has written one since: the first process wins.
@@ -123,37 +146,15 @@ return 1
 """
 
 
-class _RedisSubscription:
-    def __init__(self, client: redis.Redis[Any], channel: str) -> None:
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            self._pubsub.subscribe(channel)
-        except RedisError as exc:
-            self._pubsub.close()
-            raise StoreUnavailable(f"cannot subscribe: {exc}") from exc
-
-    def wait(self, timeout: float) -> StateStamp | None:
-        try:
-            message = self._pubsub.get_message(timeout=max(timeout, 0.0))
-        except (RedisError, RedisClusterException, OSError, ValueError) as exc:
-            raise StoreUnavailable(f"subscription lost: {exc}") from exc
-        if message is None or message.get("type") != "message":
-            return None
-        # An unreadable notification still means "something changed": re-read.
-        return StateStamp.parse(message["data"]) or StateStamp("?", -1)
-
-    def close(self) -> None:
-        try:
-            self._pubsub.close()
-        except (RedisError, OSError):
-            pass
-
-
 class RedisStore:
     """`StateStore` on Redis. All keys share one hash tag, so they live in one cluster slot.
 
     Raises `StoreUnavailable` (never a raw redis-py error) when Redis fails.
     """
+
+    # A guard on this store lets its forked children follow its state (feed.py): they
+    # would read the same Redis anyway.
+    shares_with_children = True
 
     def __init__(self, client: redis.Redis[Any], prefix: str = "maintenance_guard") -> None:
         if not prefix or "{" in prefix or "}" in prefix:
@@ -192,16 +193,26 @@ class RedisStore:
             return None
         return MaintenanceStatus.from_fields(fields)
 
-    def poll(self, member: str, presence: Mapping[str, object]) -> PollResult:
-        """One round trip: the stored stamp, Redis' clock, and this process's presence."""
+    def poll(
+        self,
+        member: str,
+        presence: Mapping[str, object],
+        echo: str = "",
+        reads: Sequence[str] = (),
+    ) -> PollResult:
+        """One round trip: the stored stamp, Redis' clock, and this process's presence;
+        publishes to ``echo`` (a subscription's `echo_channel`) if given, and reads the
+        keys ``reads`` (same hash tag): a list's length, a string's value, else None."""
         # A script, not a pipeline: one slot, so it also runs on Redis Cluster (which
         # refuses a keyless TIME in a pipeline).
         with redis_errors("poll the state"):
-            generation, version, seconds, micros = self._poll(
-                keys=[self.state_key, self.key("processes")], args=[member, dump_json(presence)]
+            generation, version, seconds, micros, values = self._poll(
+                keys=[self.state_key, self.key("processes"), *reads],
+                args=[member, dump_json(presence), echo],
             )
         stamp = None if not version else StateStamp(generation or "", int(version))
-        return PollResult(stamp, int(seconds) + int(micros) / 1_000_000)
+        values = list(values) + [None] * (len(reads) - len(values))
+        return PollResult(stamp, int(seconds) + int(micros) / 1_000_000, tuple(values))
 
     def change_state(
         self,
@@ -230,7 +241,7 @@ class RedisStore:
         for k, v in event.items():
             args += [k, v]
         with redis_errors("change state"):
-            version, detail, _generation = self._change(
+            version, detail, _generation, payload = self._change(
                 keys=[self.state_key, self.events_key], args=args
             )
         if int(version) == -2:
@@ -240,10 +251,8 @@ class RedisStore:
                 f"state changed meanwhile (expected version {expected_version}, found {detail})"
             )
         log_audit_event({**event, "version": str(version)}, str(detail))
-        state = self.load_state()
-        if state is None:  # pragma: no cover - would need Redis to lose data mid-call
-            raise StoreUnavailable("state vanished right after it was written")
-        return state
+        flat = json.loads(payload)
+        return MaintenanceStatus.from_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def restore_state(self, status: MaintenanceStatus, event: Mapping[str, str]) -> bool:
         """Write ``status`` back if the store lost its state; True if this call did it."""
@@ -263,7 +272,7 @@ class RedisStore:
 
     def subscribe(self) -> Subscription:
         """Open a subscription to change notifications."""
-        return _RedisSubscription(self.redis, self.channel)
+        return RedisSubscription(self.redis, self.channel)
 
     def append_event(self, event: Mapping[str, str]) -> str:
         """Append an audit event that is not a state change; returns its stream id."""
