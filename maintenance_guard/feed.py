@@ -55,6 +55,16 @@ class StateFeed:
         self.owner_pid = os.getpid()
         self._map = mmap.mmap(-1, size)  # anonymous and shared: inherited across fork
         self._size = size
+        # Written only once this process has forked (a process without children pays
+        # nothing per change); `before_fork` writes the state the child starts from.
+        self.forked = False
+
+    def before_fork(self, status: MaintenanceStatus) -> None:
+        """Called in the writer right before it forks: from now on every state is
+        written, starting with ``status``."""
+        if self.owned:
+            self.forked = True
+            self.publish(status)
 
     @property
     def owned(self) -> bool:

@@ -72,7 +72,9 @@ class GuardState:
         self._snapshot = unknown_snapshot(self.catalog, self.settings)
         self.refresh()
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        os.register_at_fork(
+            before=lambda: _before_fork(ref), after_in_child=lambda: _after_fork(ref)
+        )
         # Buffered attempt counts and test records reach the store when the process ends.
         atexit.register(_flush_at_exit, ref)
 
@@ -204,7 +206,7 @@ class GuardState:
                     return
             self._snapshot = build_snapshot(stored, self.catalog, self.settings)
             self._installs += 1
-            if self._feed is not None and self._feed.owned:
+            if self._feed is not None and self._feed.forked and self._feed.owned:
                 self._feed.publish(stored)
         if old.known and self._snapshot.stamp != old.stamp:
             for listener in list(self._listeners):
@@ -283,6 +285,13 @@ def _flush_at_exit(ref: weakref.ReferenceType[GuardState]) -> None:
     guard._watcher.stop_event.set()
     guard.flush()
     guard._watcher.record_presence(exited=True)
+
+
+def _before_fork(ref: weakref.ReferenceType[GuardState]) -> None:
+    guard = ref()
+    if guard is not None and guard._feed is not None:
+        with guard._install_lock:  # not mid-install: the child starts from a whole state
+            guard._feed.before_fork(guard._snapshot.status)
 
 
 def _after_fork(ref: weakref.ReferenceType[GuardState]) -> None:
