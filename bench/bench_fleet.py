@@ -40,7 +40,7 @@ from maintenance_guard.embedded import redis_server_binary
 
 from .common import ROOT, emit, median, note, percentile, start_bench_worker, unique_prefix
 
-PER_PROCESS = 250
+PER_PROCESS = 50
 IDLE_SECONDS = 10.0
 SETTLE_SECONDS = 4.0
 MAX_CONNECTIONS = 2  # per process
