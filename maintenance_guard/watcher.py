@@ -42,6 +42,9 @@ MAX_CLOCK_SAMPLE_RTT = 0.25
 # machine they are): correcting by noise would move publish stamps across `enable`.
 CLOCK_TOLERANCE = 0.002
 CLOCK_SAMPLES = 8
+# Every this many polls one asks the subscription for an echo (see `_deaf`): often enough
+# that redis-py never sends a health-check PING (15 s), rare enough to cost little.
+ECHO_EVERY = 5
 
 
 def presence_member() -> str:
@@ -76,6 +79,7 @@ class StateWatcher:
         self.thread: threading.Thread | None = None
         self.subscription: Any = None  # the store subscription the thread waits on
         self._echo_polls = 0  # polls that asked `subscription` for an echo
+        self._polls = 0
 
     def start(self) -> None:
         """Run the watcher thread (once)."""
@@ -197,8 +201,9 @@ class StateWatcher:
                 subscription.close()
 
     def _deaf(self, subscription: Any) -> bool:
-        """True if the echoes of this subscription's last two polls never came: the
-        connection is half-open or the subscription was dropped; subscribe again."""
+        """True if the echoes the last two echoing polls asked for never came (`ECHO_EVERY`
+        polls apart): the connection is half-open or the subscription was dropped;
+        subscribe again."""
         echoes = getattr(subscription, "echoes", None)
         if echoes is None:  # a subscription without echoes (a memory store)
             return False
@@ -230,6 +235,9 @@ class StateWatcher:
         the echo that proves ``subscription`` still receives)."""
         guard = self.guard
         echo = getattr(subscription, "echo_channel", "")
+        self._polls += 1
+        if self._polls % ECHO_EVERY:
+            echo = ""
         readers = list(self.readers)
         keys = [key for wanted, _ in readers for key in wanted]
         sent = guard.clock()

@@ -126,8 +126,8 @@ def test_a_subscription_whose_echoes_stop_arriving_is_replaced(
     )
     try:
         guard.start()
-        # Two polls without their echo, then a new subscription.
-        wait_for(lambda: EchoLosingStore.subscriptions >= 3, timeout=5)
+        # Two echoing polls (every 5th) without their echo, then a new subscription.
+        wait_for(lambda: EchoLosingStore.subscriptions >= 3, timeout=10)
         status = make_guard().enable("normal", reason="still arrives", by="test")
         wait_for(lambda: guard.current().version == status.version, timeout=2)
     finally:
