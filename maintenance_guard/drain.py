@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .emergency import CMD_RESERVED, fleet_of, setup_of
-from .errors import InvalidInput
+from .errors import InvalidInput, StoreUnavailable
 from .inflight import InflightJob, InflightRegistry
 from .inputs import clean_actor
 from .metrics import observe_drain
@@ -124,6 +124,7 @@ def drain(
             result.lost = [
                 j for j in registry.lost(since=began_at) if wanted is None or j.operation in wanted
             ]
+            _log_outcome(guard, result, by)
             return result
         if result.behind:
             result.behind = _processes_behind(guard, guard.current())
@@ -213,3 +214,22 @@ def _messages_waiting(
                 except Exception:  # a queue that no longer exists holds nothing
                     channel = conn.channel()
     return waiting
+
+
+def _log_outcome(guard: MaintenanceGuard, result: DrainResult, by: str | None) -> None:
+    """Audit event ``drain_completed`` or ``drain_timed_out`` (with what still runs), so
+    it can be notified; a store that fails here does not fail the drain."""
+    still = [{"id": j.id, "task": j.name, "worker": j.worker} for j in result.remaining[:50]]
+    try:
+        guard.store.append_event(
+            event_fields(
+                "drain_completed" if result.drained else "drain_timed_out",
+                actor=by or "maintenance-guard",
+                reason="" if result.drained else "jobs still running when the drain timed out",
+                elapsed=f"{result.elapsed:.2f}",
+                still_running=still if still else None,
+                waiting=str(result.waiting) if result.waiting else None,
+            )
+        )
+    except StoreUnavailable as exc:
+        guard.note_store_error(exc)

@@ -62,7 +62,14 @@ STATE_CHANGES = Counter(
     ["mode"],
     registry=None,
 )
-PROCESS_METRICS = (DRAIN_SECONDS, REVOCATION_SECONDS, STATE_CHANGES)
+NOTIFICATIONS = Counter(
+    "maintenance_guard_notifications",
+    "Notification sends by this process, by target (URL, secrets masked) and outcome: "
+    "delivered, retried (a failed try that will be tried again) or failed (given up).",
+    ["target", "outcome"],
+    registry=None,
+)
+PROCESS_METRICS = (DRAIN_SECONDS, REVOCATION_SECONDS, STATE_CHANGES, NOTIFICATIONS)
 
 
 def observe_drain(seconds: float) -> None:
@@ -73,6 +80,11 @@ def observe_drain(seconds: float) -> None:
 def observe_revocation(seconds: float) -> None:
     """Record how long an emergency took to revoke the jobs past its grace period."""
     REVOCATION_SECONDS.observe(max(0.0, float(seconds)))
+
+
+def note_delivery(target: str, outcome: str) -> None:
+    """Count one notification send (see `NOTIFICATIONS`)."""
+    NOTIFICATIONS.labels(target=target, outcome=outcome).inc()
 
 
 def note_state_change(status: MaintenanceStatus) -> None:
@@ -127,6 +139,13 @@ class GuardCollector(Collector):
                 "maintenance_guard_last_change_timestamp_seconds",
                 "When the maintenance state last changed (epoch seconds).",
                 status.changed_at,
+            )
+        if status.is_active and status.estimated_completion is not None:
+            yield _gauge(
+                "maintenance_guard_expected_end_timestamp_seconds",
+                "When the maintenance on now was announced to end (epoch seconds); absent "
+                "when it has no duration.",
+                status.estimated_completion,
             )
         now = guard.now()
         pauses = status.pauses(now)

@@ -33,6 +33,14 @@ class GuardSettings:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 30.0
     default_retry_after: int = 300
+    # Notifications (see notify/): target URLs (http(s) = signed webhook, anything else
+    # through Apprise), the webhooks' signing secret, the event types sent (None: the
+    # default set), how long a failing send is retried, and each try's timeout.
+    notify_urls: tuple[str, ...] = ()
+    notify_secret: str | None = field(default=None, repr=False)
+    notify_events: tuple[str, ...] | None = None
+    notify_retry_for: float = 300.0
+    notify_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.on_store_error not in STORE_ERROR_POLICIES:
@@ -49,6 +57,12 @@ class GuardSettings:
             raise InvalidInput("poll_interval must be between 0.05 and 60 seconds")
         if not 0 < self.heartbeat_interval < self.heartbeat_timeout:
             raise InvalidInput("heartbeat_interval must be positive and below heartbeat_timeout")
+        if isinstance(self.notify_urls, str) or isinstance(self.notify_events, str):
+            raise InvalidInput("notify_urls and notify_events are lists, not one string")
+        if not 0 <= self.notify_retry_for <= 86_400:
+            raise InvalidInput("notify_retry_for must be between 0 and 86400 seconds")
+        if not 0 < self.notify_timeout <= 60:
+            raise InvalidInput("notify_timeout must be above 0 and at most 60 seconds")
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any], prefix: str) -> GuardSettings:
@@ -59,7 +73,7 @@ class GuardSettings:
             key = (prefix + f.name).lower()
             if key in lowered and lowered[key] is not None:
                 value = lowered[key]
-                if f.name == "blocked_operations":
-                    value = tuple(value)
+                if f.name in ("blocked_operations", "notify_urls", "notify_events"):
+                    value = tuple(value) if not isinstance(value, str) else value
                 values[f.name] = value
         return cls(**values)
