@@ -12,6 +12,7 @@ from .errors import (
     UnknownOperation,
 )
 from .guard import MaintenanceGuard
+from .impact import WindowImpact, read_impact
 from .modes import MaintenanceMode, Operation, OperationCatalog, OperationInfo, OperationMap
 from .sessions import SessionInvalidator, admin_predicate
 from .settings import GuardSettings
@@ -44,6 +45,8 @@ __all__ = [
     "StoreUnavailable",
     "TerminatedJob",
     "UnknownOperation",
+    "WindowImpact",
     "__version__",
     "admin_predicate",
+    "read_impact",
 ]

@@ -77,6 +77,10 @@ class Enabling:
             owner = old.emergency_id if same_mode and old is not None else ""
         if self.mode is not MaintenanceMode.EMERGENCY:
             owner = ""
+        # The window stays open through updates and mode changes (see tally.py).
+        opened = None
+        if old is not None and old.is_active:
+            opened = old.opened_at if old.opened_at is not None else old.started_at
         return MaintenanceStatus(
             mode=self.mode,
             reason=self.reason,
@@ -89,6 +93,7 @@ class Enabling:
             hold_queued=same_mode and old is not None and old.hold_queued,
             # Progress notes belong to the maintenance under way: a change keeps them.
             updates=old.updates if old is not None and old.is_active else (),
+            opened_at=opened,
         )
 
     def event(self, old: MaintenanceStatus | None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 The hot path only touches an in-memory counter under a lock; the guard's background
 thread flushes the counters and records to the store in one pipelined call a second.
+Refusals are also tallied per maintenance window (`tally.WindowTally`), in the same call.
 
 Counter kinds (``kind:surface:operation`` fields of the attempts hash): ``blocked``
 (refused by normal or emergency mode), and in test mode ``would_block`` (every recorded
@@ -19,9 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .tally import WindowTally
+
 SURFACES = ("publish", "worker", "http", "login", "python")
 TEST_KINDS = ("would_block", "would_block_normal", "would_block_emergency", "dropped")
 DROPPED_FIELD = "dropped:records:-"
+MAX_BUFFERED_WINDOWS = 8  # windows with a tally in one process's buffer at once
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -90,6 +94,7 @@ class AttemptRecorder:
         self._counts: Counter[str] = Counter()
         self._pending: list[_Pending] = []
         self._returned: list[AttemptRecord] = []
+        self._tallies: dict[str, WindowTally] = {}
         self.dropped_records = 0
         # Attempts counted or recorded by this process, and test records flushed: a
         # presence record carries both, so a report can tell a process that ended
@@ -97,12 +102,64 @@ class AttemptRecorder:
         self.total = 0
         self.flushed = 0
 
-    def count(self, surface: str, operation: str | None, kind: str = "blocked") -> None:
-        """Count one attempt (``kind`` is ``blocked`` or ``would_block``)."""
+    def count(
+        self,
+        surface: str,
+        operation: str | None,
+        kind: str = "blocked",
+        *,
+        window: str | None = None,
+        user: str | None = None,
+        minute: int | None = None,
+    ) -> None:
+        """Count one attempt (``kind`` is ``blocked`` or ``would_block``); with ``window``
+        also tally it as a refusal of that window, by ``user`` in ``minute``."""
         field = counter_field(surface, operation, kind)
         with self._lock:
             self._counts[field] += 1
             self.total += 1
+            if window is not None:
+                self._tally(window).refused(field, user, minute)
+
+    def count_in_window(self, window: str, field: str) -> None:
+        """Add one to a window's tally field only (a job finished in it, say)."""
+        with self._lock:
+            self._tally(window).counts[field] += 1
+
+    def note_window(self, window: str, meta: Mapping[str, str]) -> None:
+        """Describe ``window`` (start, mode, reason, end) at the next flush that writes
+        anything (see `take_tallies`)."""
+        with self._lock:
+            self._tally(window).meta.update(meta)
+
+    def take_tallies(self, force: bool = False) -> dict[str, WindowTally]:
+        """Remove and return the window tallies, if one holds counts or is eager (or
+        ``force``); descriptions alone stay buffered."""
+        with self._lock:
+            tallies = self._tallies
+            if not force and not any(t.has_data or t.eager for t in tallies.values()):
+                return {}
+            self._tallies = {}
+        return tallies
+
+    def put_back_tallies(self, tallies: Mapping[str, WindowTally], *, eager: bool) -> None:
+        """Return window tallies that could not be written (merged with newer ones);
+        ``eager``: the next flush writes them even with no counts to travel with."""
+        with self._lock:
+            for window, old in tallies.items():
+                tally = self._tally(window)
+                tally.merge(old)
+                tally.eager = tally.eager or eager
+
+    def _tally(self, window: str) -> WindowTally:
+        tally = self._tallies.get(window)
+        if tally is None:
+            if len(self._tallies) >= MAX_BUFFERED_WINDOWS:
+                idle = [w for w, t in self._tallies.items() if not t.has_data]
+                for old in idle[: len(self._tallies) - MAX_BUFFERED_WINDOWS + 1]:
+                    del self._tallies[old]
+            tally = self._tallies[window] = WindowTally()
+        return tally
 
     def note_flushed(self, records: int) -> None:
         """``records`` test records reached the store."""
@@ -118,8 +175,13 @@ class AttemptRecorder:
         user: str | None,
         would_block_normal: bool,
         would_block_emergency: bool,
+        window: str | None = None,
+        minute: int | None = None,
     ) -> None:
-        """Buffer a test-mode record; it is counted (per mode that would refuse it) at `take`."""
+        """Buffer a test-mode record; it is counted (per mode that would refuse it) at `take`.
+
+        With ``window``, the window's tally counts it at once; its users and minutes are
+        those of the attempts normal mode would have refused."""
         item = (
             surface,
             operation,
@@ -131,6 +193,8 @@ class AttemptRecorder:
         )
         with self._lock:
             self.total += 1
+            if window is not None:
+                _tally_record(self._tally(window), item, minute)
             if len(self._pending) + len(self._returned) < self.MAX_BUFFERED_RECORDS:
                 self._pending.append(item)
                 return
@@ -169,6 +233,15 @@ def _count_record(counts: Counter[str], item: _Pending) -> None:
         counts["would_block_normal" + suffix] += 1
     if item[6]:
         counts["would_block_emergency" + suffix] += 1
+
+
+def _tally_record(tally: WindowTally, item: _Pending, minute: int | None) -> None:
+    suffix = f":{item[0]}:{item[1] or '-'}"
+    tally.counts["would_block" + suffix] += 1
+    if item[6]:
+        tally.counts["would_block_emergency" + suffix] += 1
+    if item[5]:
+        tally.refused("would_block_normal" + suffix, item[3], minute)
 
 
 def summarise_counts(raw: dict[str, int]) -> dict[str, Any]:

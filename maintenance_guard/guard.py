@@ -20,12 +20,14 @@ from .changes import Disabling, Enabling
 from .embedded import resolve_url
 from .errors import ConcurrentChange, InvalidInput, MaintenanceActive, StoreUnavailable
 from .events import AttemptRecorder, summarise_counts
+from .impact import WindowImpact, read_impact
 from .modes import MaintenanceMode, Operation, OperationCatalog, decide
 from .planning import Planning
 from .settings import GuardSettings
 from .state import Clock, GuardState
 from .status import INACTIVE, MaintenanceStatus
 from .store import SERVER_TIME, AuditEvent, RedisStore, StateStore
+from .tally import minute_of, window_of
 from .watcher import StateWatcher
 
 if TYPE_CHECKING:
@@ -140,10 +142,14 @@ class MaintenanceGuard(GuardState, Planning):
                 user=user,
                 would_block_normal=decision.would_block_normal and not normal_exempt,
                 would_block_emergency=decision.would_block_emergency,
+                window=snap.window,
+                minute=minute_of(self.now()),
             )
             return
         if decision.blocked:
-            self.recorder.count(surface, name)
+            self.recorder.count(
+                surface, name, window=snap.window, user=user, minute=minute_of(self.now())
+            )
             raise self.refusal(name, snap.status)
 
     def note_admin_attempt(self, surface: str, operation: str | None) -> None:
@@ -293,12 +299,16 @@ class MaintenanceGuard(GuardState, Planning):
             fields["changed_at"] = SERVER_TIME
             if new.mode is not None and new.started_at is None:
                 fields["started_at"] = SERVER_TIME
+            if new.mode is not None and new.opened_at is None:
+                fields["opened_at"] = SERVER_TIME
             expected = old.version if old is not None else 0
             try:
                 stored = self.store.change_state(fields, make_event(old), expected)
             except ConcurrentChange:
                 continue
             self.install(stored, read_at)
+            if window_of(stored) != (None if old is None else window_of(old)):
+                self.flush(windows=True)  # the window's start or end, recorded now
             return self.current()
         raise ConcurrentChange("the maintenance state kept changing; try again")
 
@@ -351,6 +361,13 @@ class MaintenanceGuard(GuardState, Planning):
         """
         self.flush()
         return summarise_counts(self.store.read_attempt_counts())
+
+    def impact(self, window: str | None = None) -> WindowImpact | None:
+        """The user impact of maintenance window ``window`` (default: the one under way,
+        else the last one); None if there is none. Flushes this process's buffer first.
+        Raises `StoreUnavailable`."""
+        self.flush()
+        return read_impact(self.store, window, status=self.current(), now=self.now())
 
     def events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]:
         """The audit log, newest first. Raises `StoreUnavailable`."""

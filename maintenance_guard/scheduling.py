@@ -175,6 +175,7 @@ def advance_windows(state: GuardState) -> None:
     """The watcher's step when a window is due: start it (or drop it if it was missed
     whole), or announce it. At most one change per call; the loop calls again."""
     status = state.snapshot.status
+    before = state.snapshot.window
     now = state.now()
     due = sorted((w for w in status.windows if now >= w.start_at), key=lambda w: w.start_at)
     if due:
@@ -203,6 +204,8 @@ def advance_windows(state: GuardState) -> None:
         state.note_store_error(exc)
         return
     state.install(stored)
+    if state.snapshot.window != before:
+        state.flush(windows=True)  # the window's start, recorded now (tally.py)
 
 
 def _start_fields(
@@ -226,6 +229,8 @@ def _start_fields(
     new = replace(request.new_state(old), paused_queues=status.paused_queues, windows=others)
     fields = dict(new.to_fields())
     fields["started_at"] = fields["changed_at"] = SERVER_TIME
+    if new.opened_at is None:
+        fields["opened_at"] = SERVER_TIME
     event = {**request.event(old), "window": window.id}
     return fields, event, window.start_at
 

@@ -97,6 +97,36 @@ class SessionInvalidationResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class SessionCount:
+    """Sessions under one prefix by role, counted without changing any."""
+
+    admin: int
+    non_admin: int
+    undecodable: int  # counted in ``non_admin``: nothing shows they are an admin's
+    truncated: bool  # the scan stopped at its limit: at least these many
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+
+def session_counter(
+    client: redis.Redis[Any],
+    key_prefix: str = DEFAULT_SESSION_PREFIX,
+    is_admin: SessionPredicate | None = None,
+) -> SessionInvalidator:
+    """A `SessionInvalidator` to count with (`SessionInvalidator.count_by_role`): it reads
+    msgpack and JSON sessions, or JSON only when msgspec is not installed. Raises
+    `InvalidInput` for what no invalidator can read (sessions on a Redis Cluster)."""
+    try:
+        return SessionInvalidator(client, key_prefix, is_admin)
+    except InvalidInput as exc:
+        if "msgspec" not in str(exc):
+            raise
+        return SessionInvalidator(client, key_prefix, is_admin, formats=("json",))
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -199,6 +229,30 @@ class SessionInvalidator:
         except Exception:
             logger.exception("session admin predicate failed; treating the session as non-admin")
             return False
+
+    def count_by_role(self, limit: int = 20_000) -> SessionCount:
+        """Count the sessions under the prefix by admin and non-admin, reading at most
+        about ``limit`` of them (SCAN in batches, one pipelined GET per batch; deletes
+        nothing). Blocking; raises `StoreUnavailable`."""
+        admin = non_admin = undecodable = 0
+        match = _glob_escape(self.key_prefix) + "*"
+        try:
+            cursor = 0
+            while True:
+                cursor, keys = self.client.scan(cursor, match=match, count=self.batch_size)
+                pipe = self.client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.get(key)
+                for raw in pipe.execute() if keys else []:
+                    verdict = None if raw is None else self._is_admin(raw)
+                    admin += verdict is True
+                    non_admin += raw is not None and verdict is not True
+                    undecodable += raw is not None and verdict is None
+                if cursor == 0 or admin + non_admin >= limit:
+                    break
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"cannot count sessions: {exc}") from exc
+        return SessionCount(admin, non_admin, undecodable, truncated=cursor != 0)
 
     def invalidate_non_admin(self) -> SessionInvalidationResult:
         """Delete every non-admin session under the prefix; keep admin ones.

@@ -8,6 +8,7 @@ from .modes import MaintenanceMode, OperationCatalog, blocked_operations_for
 from .settings import GuardSettings
 from .status import INACTIVE, MaintenanceStatus
 from .store import StateStamp
+from .tally import window_of
 from .windows import next_window_event
 
 UNKNOWN_STATE_REASON = "maintenance state unknown: the state store cannot be reached"
@@ -24,6 +25,7 @@ class Snapshot:
     known: bool
     pause_end_at: float | None = None  # the earliest end of a queue pause, if any
     window_event_at: float | None = None  # when a scheduled window is next announced or starts
+    window: str | None = None  # the id of the maintenance window under way (tally.py)
 
     @property
     def mode(self) -> MaintenanceMode | None:
@@ -66,6 +68,7 @@ def build_snapshot(
         known,
         min(ends, default=None),
         next_window_event(status.windows),
+        window_of(status),
     )
 
 

@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .errors import StoreUnavailable
-from .events import AttemptRecorder
+from .events import AttemptRecorder, counter_field
 from .feed import FeedFollower, StateFeed
 from .modes import OperationCatalog, OperationMap
 from .settings import GuardSettings
 from .snapshot import Snapshot, build_snapshot, unknown_snapshot
 from .status import INACTIVE, MaintenanceStatus
 from .store import StateStore, event_fields
+from .tally import FINISHED, window_meta
 from .watcher import PeriodicTask, PollReader, StateWatcher, default_role
 
 logger = logging.getLogger("maintenance_guard")
@@ -169,23 +170,36 @@ class GuardState:
             self._watcher.record_presence(exited=True)
         self._stopped_at = self.recorder.total
 
-    def flush(self) -> None:
-        """Write buffered attempt counters and test records to the store now.
+    def flush(self, *, windows: bool = False) -> None:
+        """Write buffered attempt counters, test records and window tallies to the store
+        now, in one round trip. A window's description alone waits for counts to travel
+        with, unless ``windows`` (this process opened or closed the window).
 
         On return, everything recorded before the call is in the store (unless it is
         unreachable): a flush running on the watcher thread is waited for.
         """
         with self._flush_lock:
             counts, records = self.recorder.take()
-            if not counts and not records:
+            tallies = self.recorder.take_tallies(force=windows or bool(counts or records))
+            if not counts and not records and not tallies:
                 return
             try:
-                self.store.record_attempts(counts, [r.to_fields() for r in records])
+                self.store.record_attempts(
+                    counts, [r.to_fields() for r in records], windows=tallies
+                )
             except StoreUnavailable as exc:
                 self.recorder.put_back(counts, records)
+                self.recorder.put_back_tallies(tallies, eager=windows)
                 self.note_store_error(exc)
                 return
             self.recorder.note_flushed(len(records))
+
+    def note_job_finished(self, operation: str | None) -> None:
+        """Count a job that finished while a maintenance window is open, in the window's
+        tally (memory only; flushed with the attempt counters)."""
+        window = self._snapshot.window
+        if window is not None:
+            self.recorder.count_in_window(window, counter_field("worker", operation, FINISHED))
 
     def install(self, stored: MaintenanceStatus, read_at: int | None = None) -> None:
         """Swap in ``stored`` (read when `_installs` was ``read_at``) unless this process
@@ -208,12 +222,21 @@ class GuardState:
             self._installs += 1
             if self._feed is not None and self._feed.forked and self._feed.owned:
                 self._feed.publish(stored)
+            self._note_windows(old, self._snapshot)
         if old.known and self._snapshot.stamp != old.stamp:
             for listener in list(self._listeners):
                 try:
                     listener(self._snapshot.status)
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
+
+    def _note_windows(self, old: Snapshot, new: Snapshot) -> None:
+        """Describe the window under way and, once it ends, when it ended (buffered)."""
+        if new.window is not None:
+            self.recorder.note_window(new.window, window_meta(new.status))
+        if old.known and old.window is not None and old.window != new.window:
+            ended = new.status.changed_at if new.status.changed_at is not None else self.now()
+            self.recorder.note_window(old.window, {"ended_at": repr(ended)})
 
     def beat(self) -> None:
         """Called on every turn of the watcher: tells forked children following this

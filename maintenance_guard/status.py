@@ -56,6 +56,9 @@ class MaintenanceStatus:
     # the progress updates of the maintenance under way (cleared when it ends).
     windows: tuple[MaintenanceWindow, ...] = ()
     updates: tuple[ProgressUpdate, ...] = ()
+    # When this maintenance window opened (Redis' clock): maintenance switching on stamps
+    # it, updates and mode changes keep it (``started_at`` restarts at each of them).
+    opened_at: float | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -169,6 +172,7 @@ class MaintenanceStatus:
             "paused_queues": json.dumps([p.to_fields() for p in self.paused_queues]),
             "windows": json.dumps([w.to_fields() for w in self.windows]),
             "updates": json.dumps([u.to_fields() for u in self.updates]),
+            "opened_at": "" if self.opened_at is None else repr(self.opened_at),
         }
 
     @classmethod
@@ -190,6 +194,7 @@ class MaintenanceStatus:
             "paused_queues",
             "windows",
             "updates",
+            "opened_at",
         }
         mode_value = fields.get("mode", "")
         return cls(
@@ -214,6 +219,7 @@ class MaintenanceStatus:
             updates=tuple(
                 ProgressUpdate.from_fields(u) for u in json.loads(fields.get("updates") or "[]")
             ),
+            opened_at=_float_or_none(fields.get("opened_at")),
             extra={k: v for k, v in fields.items() if k not in known},
         )
 

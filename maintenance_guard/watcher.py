@@ -319,6 +319,7 @@ class StateWatcher:
             guard.note_store_error(exc)
             return
         guard.install(stored)
+        guard.flush(windows=True)  # the window's end, recorded now (tally.py)
 
     def _end_pauses(self) -> None:
         """Remove the queue pauses whose end has passed, once across the fleet (compare-

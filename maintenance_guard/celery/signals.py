@@ -1,5 +1,5 @@
-"""Signal receivers (they only observe): in-flight tracking, worker registration,
-pool process start and end.
+"""Signal receivers (they only observe): in-flight tracking, jobs finished in a
+maintenance window, worker registration, pool process start and end.
 """
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ def connect_signals(inst: Installation) -> None:
         if task_id is None or (sender is not None and not ours(sender)):
             return
         inst.tracker.finished(task_id)
+
+    def job_finished(
+        sender: Any = None, task: Any = None, state: str | None = None, **_: Any
+    ) -> None:
+        # Counted in the open maintenance window's tally (memory; flushed with the
+        # attempt counters). A run that ends in a retry is not a finished job.
+        task = task if task is not None else sender
+        if task is None or not ours(task) or state == "RETRY" or task.name.startswith("celery."):
+            return
+        inst.guard.note_job_finished(inst.operation_of(task.name, task))
 
     def job_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
         task_id = getattr(request, "id", None)
@@ -127,6 +137,7 @@ def connect_signals(inst: Installation) -> None:
     pairs: list[tuple[Any, Callable[..., Any]]] = [
         (signals.task_prerun, job_started),
         (signals.task_postrun, job_ended),
+        (signals.task_postrun, job_finished),
         (signals.task_failure, job_ended),
         (signals.task_revoked, job_revoked),
         (signals.worker_init, worker_init),

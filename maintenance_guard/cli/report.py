@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
 from ..emergency import build_report
+from ..errors import InvalidInput, StoreUnavailable
 from ..guard import MaintenanceGuard
+from ..impact import WindowImpact
 from ..inputs import MAX_GRACE_SECONDS
+from ..sessions import session_counter
+from ..store import RedisStore
 from ..validation import build_test_report, reset_test_data
 from .errors import cli_errors
 from .group import default_actor, get_guard
@@ -59,10 +64,11 @@ def report(
     latency_calls: int,
     as_json: bool,
 ) -> None:
-    """Show a validation report: --mode-test for the latest test-mode window."""
+    """Show a report: the last emergency and the user impact of the last maintenance
+    window (refusals, users, jobs finished); --mode-test for the latest test-mode window."""
     guard = get_guard(ctx)
     if not mode_test:
-        _emergency_report(guard, as_json)
+        _emergency_report(guard, as_json, session_prefix)
         return
     built = build_test_report(
         guard,
@@ -77,12 +83,32 @@ def report(
         click.echo(built.to_text())
 
 
-def _emergency_report(guard: MaintenanceGuard, as_json: bool) -> None:
+def _emergency_report(guard: MaintenanceGuard, as_json: bool, session_prefix: str) -> None:
     overview = build_report(guard)
+    impact = _last_window(guard, session_prefix)
     if as_json:
-        click.echo(json.dumps(overview.to_dict(), indent=2, default=str))
+        body = {**overview.to_dict(), "impact": None if impact is None else impact.to_dict()}
+        click.echo(json.dumps(body, indent=2, default=str))
     else:
         click.echo(overview.to_text())
+        click.echo("")
+        click.echo("No maintenance window recorded." if impact is None else impact.to_text())
+
+
+def _last_window(guard: MaintenanceGuard, session_prefix: str) -> WindowImpact | None:
+    """The impact of the window under way, else of the last one; while it is open, with
+    the sessions found under ``session_prefix`` on the guard's Redis (none found: unknown,
+    Flask-Session may keep them elsewhere)."""
+    impact = guard.impact()
+    if impact is None or not impact.active or not isinstance(guard.store, RedisStore):
+        return impact
+    try:
+        sessions = session_counter(guard.store.redis, session_prefix).count_by_role()
+    except (InvalidInput, StoreUnavailable):
+        return impact
+    if not (sessions.admin or sessions.non_admin):
+        return impact
+    return replace(impact, sessions=sessions)
 
 
 @click.command("reset-test")

@@ -36,6 +36,7 @@ from .bypass import (
 )
 from .classify import RequestClassifier, classify_request, warn_unmatched_patterns
 from .config import CONFIG_PREFIX, DEFAULTS, EXTENSION_KEY, ConfigVars, read_config
+from .impact_view import SessionTally
 from .negotiation import prefers_json
 from .pages import make_blueprint
 from .refusal import refusal_response
@@ -87,6 +88,7 @@ class FlaskMaintenance:
         self._on_blocked: BlockedHandler | None = None
         self._classifier: RequestClassifier | None = None
         self._bypass_limiter: FailedAttemptLimiter | None = None
+        self.session_tally: SessionTally | None = None  # sessions by role, for the overview
         self._patterns_checked = False
         self._patterns_lock = threading.Lock()
         if app is not None:
@@ -115,6 +117,8 @@ class FlaskMaintenance:
         )
         app.extensions[EXTENSION_KEY] = self
         self._configure_sessions(app)
+        admin_key = self.config[ConfigVars.SESSION_ADMIN_KEY] or None
+        self.session_tally = SessionTally.for_app(app, admin_key)
         app.before_request(self.refuse_blocked_request)
         app.teardown_request(self._leave_admin_bypass)
         # A task refused inside a view (``.delay()`` during maintenance) gets the same 503

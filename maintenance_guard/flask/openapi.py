@@ -120,7 +120,7 @@ _DOCUMENT: dict[str, Any] = {
         },
         "/api/maintenance/admin/overview": {
             "get": {
-                "summary": "In-flight jobs, blocked-attempt counts and recent history.",
+                "summary": "In-flight jobs, blocked-attempt counts, recent history, window impact.",
                 "security": [{"session": []}],
                 "responses": {
                     "200": {"description": "Overview.", "content": _json("Overview")},

@@ -6,6 +6,56 @@ from typing import Any
 
 _NULLABLE_STR: dict[str, Any] = {"type": ["string", "null"]}
 
+_COUNTS: dict[str, Any] = {
+    "type": "object",
+    "description": "operation -> surface -> attempts",
+    "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+}
+_IMPACT: dict[str, Any] = {
+    "type": ["object", "null"],
+    "description": "The user impact of the maintenance window under way, else of the last "
+    "one (null before the first); counted per window.",
+    "required": ["window", "active", "refused", "refused_total", "distinct_users"],
+    "properties": {
+        "window": {"type": "string"},
+        "active": {"type": "boolean"},
+        "opened_at": {**_NULLABLE_STR, "format": "date-time"},
+        "ended_at": {**_NULLABLE_STR, "format": "date-time"},
+        "modes": {"type": "array", "items": {"type": "string"}},
+        "reason": {"type": "string"},
+        "refused": _COUNTS,
+        "refused_total": {"type": "integer", "minimum": 0},
+        "would_refuse": {"type": "object", "additionalProperties": _COUNTS},
+        "distinct_users": {"type": "integer", "minimum": 0},
+        "distinct_users_approximate": {"type": "boolean"},
+        "refused_without_user": {"type": "integer", "minimum": 0},
+        "attempts_per_minute": {
+            "type": "object",
+            "required": ["start", "step_minutes", "counts"],
+            "properties": {
+                "start": {**_NULLABLE_STR, "format": "date-time"},
+                "step_minutes": {"type": "integer", "minimum": 1},
+                "counts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+        },
+        "jobs_finished": {"type": "integer", "minimum": 0},
+        "jobs_finished_by_operation": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+        },
+        "sessions": {
+            "type": ["object", "null"],
+            "description": "Flask-Session sessions in Redis now, by role; null: unknown.",
+            "properties": {
+                "admin": {"type": "integer", "minimum": 0},
+                "non_admin": {"type": "integer", "minimum": 0},
+                "undecodable": {"type": "integer", "minimum": 0},
+                "truncated": {"type": "boolean"},
+            },
+        },
+    },
+}
+
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": [
@@ -166,6 +216,7 @@ SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "object"},
             "events": {"type": "array", "items": {"type": "object"}},
             "store_available": {"type": "boolean"},
+            "impact": _IMPACT,
         },
     },
     "EnableRequest": {

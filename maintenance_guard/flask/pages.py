@@ -21,12 +21,14 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import InvalidInput, StoreUnavailable
 from ..events import summarise_counts
+from ..impact import sparkline_points
 from ..inflight import InflightRegistry
 from ..pausing import worker_queues
 from ..status import iso_utc, pause_dict
 from .api import API, ApiError, csrf_token, register_api
 from .bypass import BYPASS_COOKIE
 from .config import ConfigVars
+from .impact_view import impact_dict
 from .refusal import about_duration, operation_labels
 from .schedule import register_schedule_routes
 
@@ -52,6 +54,7 @@ def make_blueprint(ext: FlaskMaintenance, *, dashboard: bool = True) -> Blueprin
     register_schedule_routes(bp, ext)
     bp.add_app_template_filter(human_time, "mg_time")
     bp.add_app_template_filter(badge_text, "mg_badge")
+    bp.add_app_template_filter(sparkline_points, "mg_sparkline")
     bp.add_app_template_global(lambda: dict(BADGES), "mg_badges")
 
     @bp.get("/maintenance")
@@ -164,7 +167,8 @@ def login_url(ext: FlaskMaintenance) -> str | None:
 
 
 def admin_overview(ext: FlaskMaintenance, *, events: int = 20) -> dict[str, Any]:
-    """What the dashboard shows beside the status: jobs, refused attempts, history."""
+    """What the dashboard shows beside the status: jobs, refused attempts (ever), the
+    last maintenance window's impact, history."""
     guard = ext.active_guard
     out: dict[str, Any] = {
         "active_jobs_count": ext.active_jobs_count(),
@@ -176,11 +180,13 @@ def admin_overview(ext: FlaskMaintenance, *, events: int = 20) -> dict[str, Any]
             pause_dict(p, include_admin=True) for p in guard.current().pauses(guard.now())
         ],
         "workers": {},
+        "impact": None,
     }
     try:
         out["workers"] = worker_queues(guard) or {}
         out["attempts"] = summarise_counts(guard.store.read_attempt_counts())
         out["events"] = [event.to_dict() for event in guard.events(limit=events)]
+        out["impact"] = impact_dict(guard, ext.session_tally)
     except StoreUnavailable:
         out["store_available"] = False
     return out

@@ -20,9 +20,10 @@ from typing import Any
 from ..errors import ChangeTooEarly, ConcurrentChange
 from ..events import log_audit_event
 from ..status import MaintenanceStatus
+from ..tally import StoredWindow, WindowTally
 from .protocol import SERVER_TIME, AuditEvent, Notice, PollResult, StateStamp, new_generation
 
-_TIMED = ("started_at", "changed_at", "at")
+_TIMED = ("started_at", "changed_at", "at", "opened_at")
 
 
 class _MemorySubscription:
@@ -59,6 +60,7 @@ class MemoryStore:
         self._event_ids = itertools.count(1)
         self._attempts: Counter[str] = Counter()
         self._records: list[Mapping[str, str]] = []
+        self._windows: dict[str, WindowTally] = {}
         self._presence: dict[str, dict[str, Any]] = {}
         self._subscribers: list[_MemorySubscription] = []
 
@@ -145,12 +147,38 @@ class MemoryStore:
         return list(reversed(events))[:limit]
 
     def record_attempts(
-        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
+        self,
+        counts: Mapping[str, int],
+        records: Sequence[Mapping[str, str]],
+        windows: Mapping[str, WindowTally] | None = None,
     ) -> None:
-        """Add to the attempt counters and keep the test-mode records."""
+        """Add to the attempt counters, keep the test-mode records, add to the window
+        tallies (users kept by name: the count is exact here)."""
         with self._lock:
             self._attempts.update(counts)
             self._records.extend(dict(r) for r in records)
+            for window, tally in (windows or {}).items():
+                stored = self._windows.setdefault(window, WindowTally())
+                stored.counts.update(tally.counts)
+                stored.minutes.update(tally.minutes)
+                stored.users.update(tally.users)
+                stored.meta.update(tally.meta)
+
+    def read_window(self, window: str | None = None) -> StoredWindow | None:
+        """The tallies of ``window`` (None: the last one opened); None if none."""
+        with self._lock:
+            if window is None:
+                window = max(self._windows, key=float, default=None)
+            tally = self._windows.get(window) if window is not None else None
+            if window is None or tally is None:
+                return None
+            return StoredWindow(
+                window,
+                dict(tally.counts),
+                dict(tally.minutes),
+                len(tally.users),
+                dict(tally.meta),
+            )
 
     def read_attempt_counts(self) -> dict[str, int]:
         """The attempt counters."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..status import MaintenanceStatus, iso_utc
+from ..tally import StoredWindow, WindowTally
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ class AuditEvent:
 
 
 SERVER_TIME = "now"
-"""Value of a time field (``started_at``, ``changed_at``, event ``at``) that `change_state`
-replaces with Redis' own clock, so no process's clock decides fleet-wide times."""
+"""Value of a time field (``started_at``, ``opened_at``, ``changed_at``, event ``at``) that
+`change_state` replaces with Redis' own clock, so no process's clock decides fleet-wide
+times."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,13 @@ class StateStore(Protocol):
     def read_events(self, limit: int = 50, since: float | None = None) -> list[AuditEvent]: ...
 
     def record_attempts(
-        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
+        self,
+        counts: Mapping[str, int],
+        records: Sequence[Mapping[str, str]],
+        windows: Mapping[str, WindowTally] | None = None,
     ) -> None: ...
+
+    def read_window(self, window: str | None = None) -> StoredWindow | None: ...
 
     def read_attempt_counts(self) -> dict[str, int]: ...
 

@@ -20,7 +20,9 @@ from redis.exceptions import RedisClusterException, RedisError
 from ..errors import ChangeTooEarly, ConcurrentChange, InvalidInput, StoreUnavailable
 from ..events import log_audit_event
 from ..status import MaintenanceStatus
+from ..tally import StoredWindow, WindowTally
 from .connect import connect
+from .impact_keys import queue_window_writes, read_window
 from .protocol import (
     AuditEvent,
     PollResult,
@@ -70,7 +72,7 @@ if ARGV[5] ~= '' and tonumber(now) < tonumber(ARGV[5]) then
 end
 local generation = redis.call('HGET', KEYS[1], 'generation')
 if not generation or generation == '' then generation = ARGV[4] end
-local timed = {started_at = true, changed_at = true, at = true}
+local timed = {started_at = true, changed_at = true, at = true, opened_at = true}
 local version = current + 1
 local n = tonumber(ARGV[6])
 local state = {}
@@ -294,13 +296,18 @@ class RedisStore:
         return [_to_event(entry_id, fields) for entry_id, fields in rows]
 
     def record_attempts(
-        self, counts: Mapping[str, int], records: Sequence[Mapping[str, str]]
+        self,
+        counts: Mapping[str, int],
+        records: Sequence[Mapping[str, str]],
+        windows: Mapping[str, WindowTally] | None = None,
     ) -> None:
-        """Add to the attempt counters and append test-mode records, in one round trip."""
-        if not counts and not records:
+        """Add to the attempt counters, append test-mode records and add to the window
+        tallies (layout in `impact_keys`), in one round trip."""
+        if not counts and not records and not windows:
             return
         with redis_errors("record attempts"):
             pipe = self.redis.pipeline(transaction=False)
+            queue_window_writes(pipe, self.key, windows or {})
             for field, n in counts.items():
                 pipe.hincrby(self.attempts_key, field, n)
             # Test records go in batches (one stream entry per TEST_RECORDS_PER_ENTRY):
@@ -320,6 +327,12 @@ class RedisStore:
         with redis_errors("read attempt counts"):
             raw = cast(dict[str, str], self.redis.hgetall(self.attempts_key))
         return {k: int(v) for k, v in raw.items()}
+
+    def read_window(self, window: str | None = None) -> StoredWindow | None:
+        """What the store holds for maintenance window ``window`` (None: the last one
+        written); None if it holds nothing."""
+        with redis_errors("read a window's impact"):
+            return read_window(self.redis, self.key, window)
 
     def count_inflight(self, now: float) -> int:
         """In-flight jobs whose heartbeat deadline has not passed."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maintenance_guard import InvalidInput, MaintenanceGuard, MaintenanceMode
+from maintenance_guard import InvalidInput, MaintenanceActive, MaintenanceGuard, MaintenanceMode
 from maintenance_guard.deferred import DeferredEntry, DeferredQueue, new_entry
 from maintenance_guard.inflight import InflightJob, InflightRegistry
 from maintenance_guard.sessions import SessionInvalidator
@@ -121,12 +121,18 @@ def test_state_propagation_audit_pauses_and_windows_work_on_a_cluster(
     admin.enable("normal", reason="on a cluster", by="ops")
     wait_for(lambda: follower.current().mode is MaintenanceMode.NORMAL, timeout=1.5)
     assert follower.is_blocked("caption_generation")
+    with pytest.raises(MaintenanceActive):
+        follower.check("caption_generation", user="u1")
     admin.pause_queues(["reports"], reason="reindex", by="ops")
     window = admin.windows.add(iso_z(time.time() + 3600), "1h", reason="later", by="ops")
     admin.post_update("half way", by="ops")
     wait_for(lambda: follower.current().windows and follower.current().paused_queues, 1.5)
     admin.disable(by="ops")
     wait_for(lambda: not follower.current().is_active, timeout=1.5)
+    follower.flush()
+    impact = admin.impact()  # the window's tallies: pipelined into the same slot
+    assert impact is not None and not impact.active and impact.distinct_users == 1
+    assert impact.refused == {"caption_generation": {"python": 1}}
     types = [e.type for e in admin.events()]
     assert types == ["disabled", "progress_update", "window_scheduled", "queues_paused", "enabled"]
     assert [w.id for w in follower.current().windows] == [window.id]

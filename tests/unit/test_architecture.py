@@ -16,6 +16,7 @@ CORE = (
     "errors",
     "events",
     "guard",
+    "impact",
     "inputs",
     "modes",
     "records",
@@ -24,6 +25,7 @@ CORE = (
     "state",
     "status",
     "store",
+    "tally",
     "watcher",
 )
 

@@ -79,6 +79,8 @@
     fill("mg-history", (data.events || []).map(function (e) {
       return [e.at, e.type, e.actor, e.reason, e.mode || e.previous_mode || ""];
     }), "No events yet.", 5);
+    // Other parts of the dashboard (impact.js) render their own section from it.
+    document.dispatchEvent(new CustomEvent("mg:overview", {detail: data}));
   }
 
   function refreshOverview() {
