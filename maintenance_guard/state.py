@@ -21,10 +21,11 @@ from .errors import StoreUnavailable
 from .events import AttemptRecorder, counter_field
 from .feed import FeedFollower, StateFeed
 from .modes import OperationCatalog, OperationMap
+from .notify import Notifier, parse_targets
 from .settings import GuardSettings
 from .snapshot import Snapshot, build_snapshot, unknown_snapshot
 from .status import INACTIVE, MaintenanceStatus
-from .store import StateStore, event_fields
+from .store import RedisStore, StateStore, event_fields
 from .tally import FINISHED, window_meta
 from .watcher import PeriodicTask, PollReader, StateWatcher, default_role
 
@@ -69,9 +70,12 @@ class GuardState:
         # Forked children (prefork pool processes) follow this process's state through
         # shared memory instead of each watching Redis (see feed.py).
         self._feed = StateFeed() if getattr(store, "shares_with_children", False) else None
+        self._notifier: Notifier | None = None
         self._reset_process_state()
         self._snapshot = unknown_snapshot(self.catalog, self.settings)
         self.refresh()
+        if self.settings.notify_urls:
+            self._set_up_notifications()
         ref = weakref.ref(self)
         os.register_at_fork(
             before=lambda: _before_fork(ref), after_in_child=lambda: _after_fork(ref)
@@ -124,7 +128,7 @@ class GuardState:
     def add_poll_reader(self, keys: Sequence[str], reader: PollReader) -> None:
         """Read ``keys`` (under the store's hash tag) in the watcher's every poll, with no
         round trip of their own, and call ``reader(values)`` from the watcher thread: a
-        list's length, a string's value, None for a missing key."""
+        list's length, a string's value, a stream's last id, None for a missing key."""
         self._readers.append((tuple(keys), reader))
         self._watcher.add_poll_reader(tuple(keys), reader)
         self.start()
@@ -151,18 +155,24 @@ class GuardState:
         return self._snapshot.status
 
     def start(self) -> None:
-        """Start the background watcher (idempotent; done lazily by the checks)."""
+        """Start the background watcher (idempotent; done lazily by the checks), and the
+        notifier where notifications are configured (not in a forked child: its parent
+        sends)."""
         if self._watching:
             return
         with self._start_lock:
             if not self._watching:
                 self._watcher.start()
                 self._watching = True
+                if self._notifier is not None and not isinstance(self._watcher, FeedFollower):
+                    self._notifier.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the watcher, flush buffered counters and records, and say so in this
         process's presence record (a validation report tells a clean exit from a crash)."""
         was_watching = self._watching
+        if self._notifier is not None:
+            self._notifier.stop(timeout)
         self._watcher.stop(timeout)
         self._watching = False
         self.flush()
@@ -230,6 +240,21 @@ class GuardState:
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
 
+    def _set_up_notifications(self) -> None:
+        settings = self.settings
+        if not isinstance(self.store, RedisStore):
+            logger.warning(
+                "notifications need the Redis store; none will be sent from this process",
+                extra={"mg_event": "notify_unsupported"},
+            )
+            return
+        targets = parse_targets(
+            settings.notify_urls, settings.notify_secret, settings.notify_timeout
+        )
+        events = frozenset(settings.notify_events) if settings.notify_events is not None else None
+        self._notifier = Notifier(self, targets, events, settings.notify_retry_for)
+        self.add_poll_reader(self._notifier.poll_keys, self._notifier.read_poll)
+
     def _note_windows(self, old: Snapshot, new: Snapshot) -> None:
         """Describe the window under way and, once it ends, when it ended (buffered)."""
         if new.window is not None:
@@ -286,6 +311,9 @@ class GuardState:
         self._start_lock = threading.Lock()
         self._watching = False
         feed = getattr(self, "_feed", None)
+        notifier = getattr(self, "_notifier", None)
+        if notifier is not None and old is not None:
+            notifier.leader = False  # a forked child: its threads are gone, the parent sends
         if feed is not None and not feed.owned:
             self._watcher = FeedFollower(self, feed)
         else:
@@ -306,6 +334,8 @@ def _flush_at_exit(ref: weakref.ReferenceType[GuardState]) -> None:
         return  # `stop()` flushed and said so; nothing happened since
     # Not `stop()`: joining the watcher could hold the exit up to a poll interval.
     guard._watcher.stop_event.set()
+    if guard._notifier is not None:
+        guard._notifier.stop(timeout=0.5)  # gives the lock up: another process sends on
     guard.flush()
     guard._watcher.record_presence(exited=True)
 

@@ -111,8 +111,9 @@ return {version, id, generation, payload}
 )
 
 # KEYS: state hash, processes hash, then keys to read (a list's length, a string's value,
-# nil for anything else). ARGV: member, presence JSON, echo channel ('' none): the echo
-# tells the caller's subscription it still receives (see `RedisSubscription`).
+# a stream's last entry id, nil for anything else). ARGV: member, presence JSON, echo
+# channel ('' none): the echo tells the caller's subscription it still receives (see
+# `RedisSubscription`).
 _POLL_LUA = """
 local stamp = redis.call('HMGET', KEYS[1], 'generation', 'version')
 local t = redis.call('TIME')
@@ -125,6 +126,9 @@ for i = 3, #KEYS do
     reads[i - 2] = tostring(redis.call('LLEN', KEYS[i]))
   elseif kind == 'string' then
     reads[i - 2] = redis.call('GET', KEYS[i])
+  elseif kind == 'stream' then
+    local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+    reads[i - 2] = last[1] and last[1][1] or false
   else
     reads[i - 2] = false
   end
@@ -204,7 +208,8 @@ class RedisStore:
     ) -> PollResult:
         """One round trip: the stored stamp, Redis' clock, and this process's presence;
         publishes to ``echo`` (a subscription's `echo_channel`) if given, and reads the
-        keys ``reads`` (same hash tag): a list's length, a string's value, else None."""
+        keys ``reads`` (same hash tag): a list's length, a string's value, a stream's last
+        entry id, else None."""
         # A script, not a pipeline: one slot, so it also runs on Redis Cluster (which
         # refuses a keyless TIME in a pipeline).
         with redis_errors("poll the state"):
