@@ -209,7 +209,10 @@ def count_round_trips(url: str, seconds: float) -> tuple[Counter[str], Counter[s
     """Commands sent by clients during ``seconds`` (MONITOR; script-internal commands
     excluded): by client address and by command name; and Redis' CPU seconds used."""
     client = redis.Redis.from_url(url)
-    monitor_conn = client.connection_pool.get_connection()
+    try:
+        monitor_conn = client.connection_pool.get_connection()
+    except TypeError:  # redis-py before 6 wants a command name
+        monitor_conn = client.connection_pool.get_connection("MONITOR")
     by_client: Counter[str] = Counter()
     by_command: Counter[str] = Counter()
     cpu_before = _cpu(client)
