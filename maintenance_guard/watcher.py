@@ -14,6 +14,7 @@ import collections
 import json
 import logging
 import os
+import random
 import socket
 import sys
 import threading
@@ -186,7 +187,11 @@ class StateWatcher:
                     else:
                         guard.refresh()
                 if time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + interval
+                    # The first poll after (re)subscribing is at once; the next at a random
+                    # point of the interval, then one interval apart: processes started
+                    # together (a deploy) do not all poll at the same instant every second.
+                    spread = next_poll == 0.0 and subscription is not None
+                    next_poll = time.monotonic() + interval * (random.random() if spread else 1)
                     if subscription is not None and self._deaf(subscription):
                         subscription.close()
                         subscription = None
