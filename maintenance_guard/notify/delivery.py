@@ -48,9 +48,10 @@ DEFAULT_EVENTS = frozenset(
     {
         "enabled", "mode_changed", "updated", "disabled", "auto_ended", "progress_update",
         "emergency_activated", "jobs_revoked", "jobs_killed", "emergency_completed",
-        "jobs_recovered", "state_restored", "deferred_lost", "drain_completed",
-        "drain_timed_out", "window_scheduled", "window_announced", "window_rescheduled",
-        "window_cancelled", "window_missed", "queues_paused", "queues_resumed", "pause_ended",
+        "emergency_called_off", "jobs_recovered", "state_restored", "deferred_lost",
+        "drain_completed", "drain_timed_out", "window_scheduled", "window_announced",
+        "window_rescheduled", "window_cancelled", "window_missed", "queues_paused",
+        "queues_resumed", "pause_ended",
     }
 )  # fmt: skip
 

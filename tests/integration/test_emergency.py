@@ -220,6 +220,12 @@ def run_full_emergency(
         "jobs_recovered",
     ):
         assert expected in types, types
+    # What a notification of the grace's end says: each job, and whether it can be recovered.
+    revoked = next(e for e in guard.events(limit=200) if e.type == "jobs_revoked")
+    stopped = {j["id"]: j for j in json.loads(revoked.fields["terminated"])}
+    assert stopped[long_id]["recoverable"] is True
+    assert stopped[other_id]["recoverable"] is False
+    assert stopped[long_id]["task"]
 
 
 def test_a_job_that_ignores_sigterm_is_killed_after_kill_after(
