@@ -174,7 +174,7 @@ class FeedFollower(StateWatcher):
                 if status is None:
                     guard.refresh()
                 else:
-                    guard.install(status)
+                    guard.install_pushed(status)
                 next_presence = 0.0
             if now >= next_flush:
                 next_flush = now + interval

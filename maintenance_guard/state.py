@@ -269,6 +269,19 @@ class GuardState:
         if self._feed is not None and self._feed.owned:
             self._feed.beat(self._watcher.offset)
 
+    def install_pushed(self, pushed: MaintenanceStatus) -> None:
+        """Install a state pushed to this process (a change notification, the parent's
+        feed): it was current when it was sent, so it may be older than one this process
+        installed since (its own change): within one history, never go back to it."""
+        current = self._snapshot.status
+        if (
+            self._snapshot.known
+            and pushed.generation == current.generation
+            and pushed.version < current.version
+        ):
+            return
+        self.install(pushed)
+
     def restore_lost_state(self) -> None:
         """Write the state this process enforces back into a store that lost it (Redis
         restarted without persistence); only the first process to try wins."""

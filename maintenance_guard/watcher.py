@@ -183,7 +183,7 @@ class StateWatcher:
                     break
                 if notice is not None and notice.stamp != guard.snapshot.stamp:
                     if notice.status is not None:
-                        guard.install(notice.status)
+                        guard.install_pushed(notice.status)
                     else:
                         guard.refresh()
                 if time.monotonic() >= next_poll:

@@ -12,6 +12,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -280,3 +281,18 @@ def test_prefork_pool_processes_follow_the_worker_without_subscribing(
 
     wait_for(lambda: len(children_seen()) >= 1, timeout=30)
     assert subscribers(redis_client, key_prefix) - before == 1  # the worker's main process
+
+
+def test_a_late_notification_never_moves_a_process_back(
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    guard = make_guard()
+    first = guard.enable("normal", reason="first", by="test")
+    second = guard.post_update("newer", by="test")
+    # The notification of `first` arrives after this process installed its own `second`.
+    guard.install_pushed(first)
+    assert guard.current().version == second.version
+    # A pushed state of another history (Redis restarted empty) is real, lower or not.
+    other = replace(first, generation="another-history", version=1)
+    guard.install_pushed(other)
+    assert (guard.current().generation, guard.current().version) == ("another-history", 1)
