@@ -50,10 +50,14 @@ def terminate(
         # For the notifications: what was stopped and whether `recover` can run it again
         # (no arguments: they may hold user data).
         terminated=[
-            {"id": i, "task": pending[i].name, "worker": pending[i].worker,
-             "recoverable": pending[i].recoverable}
+            {
+                "id": i,
+                "task": pending[i].name,
+                "worker": pending[i].worker,
+                "recoverable": pending[i].recoverable,
+            }
             for i in ids
-        ],  # fmt: skip
+        ],
     )
     gone_at: dict[str, float] = {}
     still = wait_gone(
