@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery
@@ -115,57 +115,91 @@ def maintenance_off(guard: MaintenanceGuard) -> bool:
 
 
 def patch_send_task(app: Celery, inst: Installation) -> None:
+    """Wrap ``app.send_task``: the one place a publish is checked and stamped (a
+    `GuardedTask` checks in ``apply_async`` only what this wrapper cannot see)."""
     original = app.send_task
+    guard = inst.guard
 
     @functools.wraps(original)
     def send_task(name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        policy = options.pop("on_maintenance", None)
+        guard.start()
+        status = guard.snapshot.status
         if (
-            inst.uncertain
-            and options.get("task_id") in inst.uncertain
-            and not getattr(local, "replaying", False)
+            status.mode is None
+            and not status.paused_queues
+            and not status.windows
+            and not inst.uncertain
         ):
-            earlier = resolve_resubmission(inst, options["task_id"], options)
-            if earlier is not None:
-                return earlier
-        if (
-            inst.guard.current().paused_queues
-            and not getattr(local, "replaying", False)
-            and skip_for_beat(inst, name, args, kwargs, options)
-        ):
-            return None
-        if maintenance_off(inst.guard):
+            # Nothing to refuse, skip or hold: stamp and send. Every publish of a process
+            # without maintenance takes this path, so it is kept to a state read and a dict.
+            policy = options.pop("on_maintenance", None)
             if policy is not None:
                 check_policy(policy)
-            if inst.guard.snapshot.status.windows and not (
-                getattr(local, "checked", False) or getattr(local, "replaying", False)
-            ):
-                deferred = refuse_before_window(inst, name, args, kwargs, options, policy)
-                if deferred is not None:
-                    return deferred
-            stamp(options, inst.guard.now())
+            headers = options.get("headers")
+            stamped = {HEADER_PUBLISHED_AT: repr(guard.now()), HEADER_GUARDED: "1"}
+            options["headers"] = dict(headers, **stamped) if headers else stamped
             return original(name, args, kwargs, **options)
-        task_type = options.get("task_type") or app._tasks.get(name)
-        if policy is None:
-            policy = getattr(task_type, "on_maintenance", None) or "refuse"
-        check_policy(policy)
-        running = is_running_work(app, name, options.get("task_id"), options.get("parent_id"))
-        if not getattr(local, "checked", False) and not getattr(local, "replaying", False):
-            operation = inst.operation_of(name, task_type)
-            try:
-                refuse_publish(inst, name, operation, running_work=running)
-            except MaintenanceActive as refused:
-                if policy != "defer":
-                    log_refusal(name, operation, refused)
-                    raise
-                return defer_call(inst, name, args, kwargs, operation, options, refused)
-            # Callbacks, the rest of a chain, a chord body: published later by a worker,
-            # so they are checked now, with the task itself.
-            refuse_names(inst, option_names(options), running_work=running)
-        stamp(options, inst.guard.now(), running_work=running, inst=inst, name=name)
-        return original(name, args, kwargs, **options)
+        return send_checked(inst, original, name, args, kwargs, options)
 
     app.send_task = send_task
+
+
+def send_checked(
+    inst: Installation,
+    send: Callable[..., Any],
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+) -> Any:
+    """`send_task` when maintenance is on, a queue paused, a window planned or a deferral
+    in doubt: refuse, defer, skip (beat) or send with the stamps."""
+    app = inst.app
+    policy = options.pop("on_maintenance", None)
+    if (
+        inst.uncertain
+        and options.get("task_id") in inst.uncertain
+        and not getattr(local, "replaying", False)
+    ):
+        earlier = resolve_resubmission(inst, options["task_id"], options)
+        if earlier is not None:
+            return earlier
+    if (
+        inst.guard.current().paused_queues
+        and not getattr(local, "replaying", False)
+        and skip_for_beat(inst, name, args, kwargs, options)
+    ):
+        return None
+    if maintenance_off(inst.guard):
+        if policy is not None:
+            check_policy(policy)
+        if inst.guard.snapshot.status.windows and not (
+            getattr(local, "checked", False) or getattr(local, "replaying", False)
+        ):
+            deferred = refuse_before_window(inst, name, args, kwargs, options, policy)
+            if deferred is not None:
+                return deferred
+        stamp(options, inst.guard.now())
+        return send(name, args, kwargs, **options)
+    task_type = options.get("task_type") or app._tasks.get(name)
+    if policy is None:
+        policy = getattr(task_type, "on_maintenance", None) or "refuse"
+    check_policy(policy)
+    running = is_running_work(app, name, options.get("task_id"), options.get("parent_id"))
+    if not getattr(local, "checked", False) and not getattr(local, "replaying", False):
+        operation = inst.operation_of(name, task_type)
+        try:
+            refuse_publish(inst, name, operation, running_work=running)
+        except MaintenanceActive as refused:
+            if policy != "defer":
+                log_refusal(name, operation, refused)
+                raise
+            return defer_call(inst, name, args, kwargs, operation, options, refused)
+        # Callbacks, the rest of a chain, a chord body: published later by a worker,
+        # so they are checked now, with the task itself.
+        refuse_names(inst, option_names(options), running_work=running)
+    stamp(options, inst.guard.now(), running_work=running, inst=inst, name=name)
+    return send(name, args, kwargs, **options)
 
 
 BEAT_HEADER = "celery_beat_task"  # set by Celery's beat on what it sends (5.5+)

@@ -13,7 +13,7 @@ from ..deferred import check_policy
 from ..errors import MaintenanceActive, MaintenanceGuardError
 from .context import flag, local
 from .deferral import defer_call
-from .installation import installation_of
+from .installation import Installation, installation_of
 from .names import option_names
 from .publish import (
     expected_runtime_of,
@@ -45,22 +45,34 @@ class GuardedTask(Task):  # type: ignore[misc]
     # still be running when it opens is refused (or deferred) instead of started.
     expected_runtime: float | None = None
 
+    # What `apply_async` last found valid: (installation, operation, on_maintenance,
+    # expected_runtime); checked again only when one of them changes.
+    _mg_declared: tuple[Any, ...] | None = None
+
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         inst = installation_of(self.app)
         if inst is None:
             raise MaintenanceGuardError(
                 f"{self.name} uses GuardedTask but install(app, guard) was not called"
             )
-        policy = check_policy(options.pop("on_maintenance", None) or self.on_maintenance)
-        if self.operation is not None and self.operation not in inst.guard.catalog:
-            inst.guard.catalog.require(self.operation)  # a typo is an error even when off
-        expected_runtime_of(self)
+        declared = (inst, self.operation, self.on_maintenance, self.expected_runtime)
+        if declared != self._mg_declared:
+            self._check_declaration(inst)
+            self._mg_declared = declared
+        policy = options.pop("on_maintenance", None)
+        if policy:
+            check_policy(policy)
         if (
             maintenance_off(inst.guard)
             or getattr(local, "checked", False)
             or getattr(local, "replaying", False)
         ):
+            # The wrapped send_task Celery calls next does the rest (windows, queue
+            # pauses, the headers): one check per publish, not one per layer.
             return super().apply_async(args, kwargs, **options)
+        # Checked here, not in send_task: an eager task (task_always_eager) never
+        # reaches it.
+        policy = policy or self.on_maintenance
         operation = inst.operation_of(self.name, self)
         running = is_running_work(
             self.app, self.name, options.get("task_id"), options.get("parent_id")
@@ -75,3 +87,11 @@ class GuardedTask(Task):  # type: ignore[misc]
         refuse_names(inst, option_names(options), running_work=running)
         with flag("checked", True):
             return super().apply_async(args, kwargs, **options)
+
+    def _check_declaration(self, inst: Installation) -> None:
+        """Raise for an unknown operation (a typo is an error even when maintenance is
+        off), a bad ``on_maintenance`` or a bad ``expected_runtime``."""
+        if self.operation is not None and self.operation not in inst.guard.catalog:
+            inst.guard.catalog.require(self.operation)
+        check_policy(self.on_maintenance)
+        expected_runtime_of(self)
