@@ -3,14 +3,19 @@
 Usage: python -m bench.propagation_observer URL PREFIX [--deaf]
 Prints ``ready <version>``, then ``seen <version> <epoch seconds>`` the moment its guard
 installs each new state (from the watcher thread). ``--deaf`` drops every pub/sub
-notification, so only the version poll (default interval) can bring changes.
+notification, so only the version poll (default interval) can bring changes. Without
+it, a plain redis-py subscriber on channel ``PREFIX:bare`` (the baseline) prints
+``bare <n> <epoch seconds>`` the moment each message ``n`` arrives.
 Exits when stdin closes.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+
+import redis
 
 from maintenance_guard import MaintenanceGuard, MaintenanceStatus
 from maintenance_guard.settings import GuardSettings
@@ -20,7 +25,7 @@ from maintenance_guard.store import RedisStore, connect
 class _LostNotifications:
     """A subscription that never delivers anything: every notification is lost."""
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float) -> None:
         time.sleep(timeout)
         return None
 
@@ -31,8 +36,31 @@ class _LostNotifications:
 class DeafStore(RedisStore):
     """A real Redis store whose pub/sub is deaf; reads and the version poll still work."""
 
-    def subscribe(self) -> _LostNotifications:  # type: ignore[override]
+    def subscribe(self) -> _LostNotifications:
         return _LostNotifications()
+
+
+_out = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One whole line on stdout (two threads write)."""
+    with _out:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def listen_bare(url: str, channel: str) -> None:
+    """The baseline: a plain pub/sub subscriber, stamping each message on arrival."""
+    pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel)
+    pubsub.get_message(timeout=5)  # the subscription is in place before "ready"
+
+    def run() -> None:
+        for message in pubsub.listen():  # type: ignore[no-untyped-call]
+            say(f"bare {int(message['data'])} {time.time():.6f}")
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def main() -> None:
@@ -41,12 +69,13 @@ def main() -> None:
         guard = MaintenanceGuard(DeafStore(connect(url), prefix), GuardSettings(key_prefix=prefix))
     else:
         guard = MaintenanceGuard.from_url(url, key_prefix=prefix)
+        listen_bare(url, f"{prefix}:bare")
 
     def seen(status: MaintenanceStatus) -> None:
-        print(f"seen {status.version} {time.time():.6f}", flush=True)
+        say(f"seen {status.version} {time.time():.6f}")
 
     guard.add_listener(seen)
-    print(f"ready {guard.current().version}", flush=True)
+    say(f"ready {guard.current().version}")
     sys.stdin.read()  # until the benchmark closes our stdin
     guard.stop(timeout=2)
 

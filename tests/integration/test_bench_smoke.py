@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -64,3 +66,38 @@ def test_wrk_is_given_whole_seconds_which_is_all_it_accepts() -> None:
         timeout=30,
     )
     assert "Usage: wrk" not in done.stdout + done.stderr
+
+
+def test_the_session_row_reads_the_guard_and_the_baseline_seconds_of_a_run() -> None:
+    from bench.wrap_sessions import parse_run
+
+    out = (
+        "guard: invalidated 90000 (non-admin), kept 10000 admin\n"
+        "order:                 baseline then guard\n"
+        "seconds:               2.268\n"
+        "baseline seconds:      2.305  (SCAN + pipelined GET + UNLINK)\n"
+        "ratio:                 0.98\n"
+    )
+    assert parse_run(out) == (2.268, 2.305)
+    with pytest.raises(ValueError):
+        parse_run("seconds:               2.268\n")  # an older script: no baseline
+
+
+def test_the_emergency_row_reads_both_paths_celery_s_own_revoke_and_the_poll() -> None:
+    from bench.wrap_emergency import parse_summary
+
+    out = (
+        "SIGTERM (grace end -> last job gone): 4 jobs, runs=8: median 0.373s, max 0.405s "
+        "(0.331, 0.405)\n"
+        "celery revoke(terminate=True), inspect().stats() every 0.050s: median 0.374s, "
+        "max 0.379s; ratio median 1.00\n"
+        "SIGKILL after kill_after=1s (includes the 1 s wait): 4 jobs, runs=8: median 1.393s, "
+        "max 1.440s (1.372, 1.440)\n"
+        "poll interval: 0.050s\n"
+    )
+    assert parse_summary(out) == {
+        "SIGTERM": (0.373, 0.405),
+        "celery": (0.374, 0.379, 1.0),
+        "SIGKILL": (1.393, 1.44),
+        "poll": 0.05,
+    }
