@@ -68,7 +68,10 @@ class GuardedTask(Task):  # type: ignore[misc]
             or getattr(local, "replaying", False)
         ):
             # The wrapped send_task Celery calls next does the rest (windows, queue
-            # pauses, the headers): one check per publish, not one per layer.
+            # pauses, the headers): one check per publish, not one per layer. It needs
+            # this call's policy (a window's lead time defers by it).
+            if policy:
+                options["on_maintenance"] = policy
             return super().apply_async(args, kwargs, **options)
         # Checked here, not in send_task: an eager task (task_always_eager) never
         # reaches it.

@@ -78,6 +78,19 @@ def test_long_work_is_refused_before_a_window_and_short_work_still_goes(
     assert broker.queue_length(queue) == 3
 
 
+def test_a_per_call_defer_policy_holds_for_a_window_lead_time(
+    setup,
+    guard: MaintenanceGuard,  # type: ignore[no-untyped-def]
+) -> None:
+    app, broker, queue = setup
+    guard.windows.add(iso_z(time.time() + 1800), "1h", reason="db upgrade", by="ops")
+    result = app.tasks["mgtest.reindex"].apply_async(("per-call",), on_maintenance="defer")
+    inst = installation_of(app)
+    assert inst is not None
+    assert inst.deferred.state_of(result.id) == "parked"  # deferred, not refused
+    assert broker.queue_length(queue) == 0
+
+
 def test_deferred_long_work_waits_for_the_window_and_goes_when_it_is_cancelled(
     setup,
     guard: MaintenanceGuard,  # type: ignore[no-untyped-def]
