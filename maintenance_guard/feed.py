@@ -163,10 +163,12 @@ class FeedFollower(StateWatcher):
         stop = self.stop_event
         seen = -1
         next_flush = next_presence = 0.0
+        began = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
             beat = feed.last_beat()
-            if not beat or now - beat > self.stale_after:
+            # No beat yet: the parent's watcher may be starting; give it the same time.
+            if now - (beat or began) > self.stale_after:
                 break
             self.offset = feed.offset()
             if feed.sequence() != seen:

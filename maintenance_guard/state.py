@@ -358,6 +358,9 @@ def _before_fork(ref: weakref.ReferenceType[GuardState]) -> None:
     if guard is not None and guard._feed is not None:
         with guard._install_lock:  # not mid-install: the child starts from a whole state
             guard._feed.before_fork(guard._snapshot.status)
+        if guard._watching:
+            # A child forked before the watcher's first turn must not think it dead.
+            guard._feed.beat(guard._watcher.offset)
 
 
 def _after_fork(ref: weakref.ReferenceType[GuardState]) -> None:
