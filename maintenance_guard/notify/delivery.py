@@ -102,6 +102,7 @@ class Notifier:
         self.holder: str | None = None  # the lock's holder at the last poll
         self.last_id: str | None = None  # the stream's last id at the last poll
         self.leader = False
+        self.term = 0  # bumped each time this process takes the lock: one thread per target
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._target_wakes = {t.id: threading.Event() for t in self.targets}
@@ -185,6 +186,7 @@ class Notifier:
                 self.guard.note_store_error(exc)
 
     def _lead(self) -> None:
+        self.term += 1
         self.leader = True
         logger.info(
             "this process sends the maintenance notifications",
@@ -193,7 +195,7 @@ class Notifier:
         for target in self.targets:
             thread = threading.Thread(
                 target=self._serve,
-                args=(target,),
+                args=(target, self.term),
                 name=f"maintenance-guard-notify-{target.id}",
                 daemon=True,
             )
@@ -208,11 +210,13 @@ class Notifier:
             extra={"mg_event": "notifier_lost_lock"},
         )
 
-    def _serve(self, target: Target) -> None:
-        """One target's thread: send each event after its cursor, in order."""
+    def _serve(self, target: Target, term: int) -> None:
+        """One target's thread: send each event after its cursor, in order (until this
+        process loses the lock, even if it takes it again meanwhile: a new thread then
+        serves the target)."""
         wake = self._target_wakes[target.id]
         cursor: str | None = None
-        while self.leader and not self.stop_event.is_set():
+        while self.leader and self.term == term and not self.stop_event.is_set():
             try:
                 if cursor is None:
                     with redis_errors("read a notification cursor"):
@@ -232,7 +236,7 @@ class Notifier:
                     continue
                 for entry_id, fields in rows:
                     event = _to_event(entry_id, fields)
-                    if event.type in self.events and not self._deliver(target, event):
+                    if event.type in self.events and not self._deliver(target, event, term):
                         return  # stopped, or no longer the sender
                     with redis_errors("move a notification cursor"):
                         moved = self._advance(
@@ -246,7 +250,7 @@ class Notifier:
                 self.guard.note_store_error(exc)
                 self.stop_event.wait(1.0)
 
-    def _deliver(self, target: Target, event: AuditEvent) -> bool:
+    def _deliver(self, target: Target, event: AuditEvent, term: int) -> bool:
         """Send ``event`` to ``target``, retrying; False if the notifier stopped or lost
         the lock meanwhile (the event is then left for the next sender)."""
         body = self.body(event)
@@ -273,7 +277,7 @@ class Notifier:
                 event.id, event.type, failure, min(delay, left),
                 extra={"mg_event": "notification_retry", "mg_target": target.name},
             )  # fmt: skip
-            if self.stop_event.wait(min(delay, left)) or not self.leader:
+            if self.stop_event.wait(min(delay, left)) or not self.leader or self.term != term:
                 return False
             delay = min(delay * 2, MAX_BACKOFF)
 
