@@ -126,6 +126,8 @@ def test_pool_child_killed_mid_task_drops_out_and_is_not_rerun(
     job = producer.send_task("mgtest.spin", args=["child", 2.0])
 
     def kill_child(pids: list[int]) -> None:
+        # the in-flight record appears just before the task body records its run
+        wait_for(lambda: runs(redis_client, key_prefix) == ["child"], timeout=10)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
