@@ -80,8 +80,7 @@ COMPAT_TESTS = [
     "tests/integration/test_state.py",
     "tests/integration/test_flask_api.py",
     "tests/integration/test_cli.py",
-    # tests/integration/test_fleet_costs.py runs in the main suite only: on Python 3.13 its
-    # prefork test saw a pool process subscribe on its own in 2 of 4 runs (cause not found).
+    "tests/integration/test_fleet_costs.py",
     "tests/integration/test_notifications.py",
 ]
 

@@ -261,6 +261,9 @@ def test_prefork_pool_processes_follow_the_worker_without_subscribing(
         queue=queue,
         guard=guard,
     )
+    # The test's own guard subscribes from its watcher thread: count from once it has.
+    guard.start()
+    wait_for(lambda: subscribers(redis_client, key_prefix) == 1, timeout=5)
     before = subscribers(redis_client, key_prefix)
     worker = start_worker(redis_broker, queue)
     try:
