@@ -57,7 +57,8 @@ def build_snapshot(
     else:
         blocked = blocked_operations_for(status.mode, catalog)
     ordered = tuple(op for op in catalog.names() if op in blocked)
-    status = replace(status, blocked_operations=ordered)
+    if ordered != status.blocked_operations:
+        status = replace(status, blocked_operations=ordered)
     end_at = status.estimated_completion if status.auto_end else None
     ends = [p.ends_at for p in status.paused_queues if p.ends_at is not None]
     return Snapshot(

@@ -178,24 +178,6 @@ class MaintenanceStatus:
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> MaintenanceStatus:
         """Decode the store's hash fields; unknown fields are kept in ``extra``."""
-        known = {
-            "mode",
-            "reason",
-            "started_at",
-            "estimated_duration",
-            "enabled_by",
-            "auto_end",
-            "blocked_operations",
-            "version",
-            "changed_at",
-            "generation",
-            "emergency_id",
-            "hold_queued",
-            "paused_queues",
-            "windows",
-            "updates",
-            "opened_at",
-        }
         mode_value = fields.get("mode", "")
         return cls(
             mode=MaintenanceMode(mode_value) if mode_value else None,
@@ -204,24 +186,56 @@ class MaintenanceStatus:
             estimated_duration=_int_or_none(fields.get("estimated_duration")),
             enabled_by=fields.get("enabled_by") or None,
             auto_end=fields.get("auto_end") == "1",
-            blocked_operations=tuple(json.loads(fields.get("blocked_operations") or "[]")),
+            blocked_operations=tuple(_json_list(fields.get("blocked_operations"))),
             version=int(fields.get("version") or 0),
             changed_at=_float_or_none(fields.get("changed_at")),
             generation=fields.get("generation", ""),
             emergency_id=fields.get("emergency_id", ""),
             hold_queued=fields.get("hold_queued") == "1",
             paused_queues=tuple(
-                QueuePause.from_fields(p) for p in json.loads(fields.get("paused_queues") or "[]")
+                QueuePause.from_fields(p) for p in _json_list(fields.get("paused_queues"))
             ),
             windows=tuple(
-                MaintenanceWindow.from_fields(w) for w in json.loads(fields.get("windows") or "[]")
+                MaintenanceWindow.from_fields(w) for w in _json_list(fields.get("windows"))
             ),
             updates=tuple(
-                ProgressUpdate.from_fields(u) for u in json.loads(fields.get("updates") or "[]")
+                ProgressUpdate.from_fields(u) for u in _json_list(fields.get("updates"))
             ),
             opened_at=_float_or_none(fields.get("opened_at")),
-            extra={k: v for k, v in fields.items() if k not in known},
+            extra={k: v for k, v in fields.items() if k not in _KNOWN_FIELDS},
         )
+
+
+_KNOWN_FIELDS = frozenset(
+    (
+        "mode",
+        "reason",
+        "started_at",
+        "estimated_duration",
+        "enabled_by",
+        "auto_end",
+        "blocked_operations",
+        "version",
+        "changed_at",
+        "generation",
+        "emergency_id",
+        "hold_queued",
+        "paused_queues",
+        "windows",
+        "updates",
+        "opened_at",
+    )
+)
+
+
+def _json_list(text: str | None) -> list[Any]:
+    """A JSON array field; most states hold none, so the empty ones skip the decoder."""
+    if not text or text == "[]":
+        return []
+    value = json.loads(text)
+    if not isinstance(value, list):
+        raise ValueError(f"expected a JSON array, got {text[:40]!r}")
+    return value
 
 
 INACTIVE = MaintenanceStatus()
