@@ -25,7 +25,7 @@ from .notify import Notifier, parse_targets
 from .settings import GuardSettings
 from .snapshot import Snapshot, build_snapshot, unknown_snapshot
 from .status import INACTIVE, MaintenanceStatus
-from .store import RedisStore, StateStore, event_fields
+from .store import RedisStore, StateStamp, StateStore, event_fields
 from .tally import FINISHED, window_meta
 from .watcher import PeriodicTask, PollReader, StateWatcher, default_role
 
@@ -71,6 +71,7 @@ class GuardState:
         # shared memory instead of each watching Redis (see feed.py).
         self._feed = StateFeed() if getattr(store, "shares_with_children", False) else None
         self._notifier: Notifier | None = None
+        self._dispatched: StateStamp | None = None  # the state the listeners last heard of
         self._reset_process_state()
         self._snapshot = unknown_snapshot(self.catalog, self.settings)
         self.refresh()
@@ -233,10 +234,27 @@ class GuardState:
             if self._feed is not None and self._feed.forked and self._feed.owned:
                 self._feed.publish(stored)
             self._note_windows(old, self._snapshot)
-        if old.known and self._snapshot.stamp != old.stamp:
+        self._call_listeners()
+
+    def _call_listeners(self) -> None:
+        """Tell the listeners about the state installed now, if they have not heard of it.
+
+        Two threads can install one after the other (the watcher a notification, an admin
+        call its own change) and reach this point in the other order. The listeners are
+        called one thread at a time, with the snapshot current then, never an older one
+        than they were last told: the last call they get is always the state in force (a
+        worker's consumers are never left paused by a stale emergency)."""
+        with self._dispatch_lock:
+            snap = self._snapshot
+            if not snap.known:
+                return
+            last = self._dispatched
+            self._dispatched = snap.stamp
+            if last is None or last == snap.stamp:
+                return  # the first state this process learned is not a change
             for listener in list(self._listeners):
                 try:
-                    listener(self._snapshot.status)
+                    listener(snap.status)
                 except Exception:  # a listener must not stop the watcher
                     logger.exception("maintenance-guard change listener failed")
 
@@ -320,6 +338,8 @@ class GuardState:
         self._stopped_at = -1  # recorder.total when `stop()` last ran (-1: never)
         self._flush_lock = threading.Lock()
         self._install_lock = threading.Lock()
+        # Reentrant: a listener may install (refresh) on the thread that called it.
+        self._dispatch_lock = threading.RLock()
         self._installs = 0
         self._start_lock = threading.Lock()
         self._watching = False

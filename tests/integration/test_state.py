@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from maintenance_guard import (
     MaintenanceActive,
     MaintenanceGuard,
     MaintenanceMode,
+    MaintenanceStatus,
     UnknownOperation,
 )
 from tests.conftest import ROOT
@@ -255,3 +257,46 @@ def test_without_auto_end_maintenance_stays_on_and_reports_overrun(
     status = g.status()
     assert status.overrunning(g.now())
     assert status.to_dict(g.now())["overrunning"] is True
+
+
+def test_listeners_end_on_the_state_in_force_when_two_threads_install_at_once(
+    make_guard: Callable[..., MaintenanceGuard],
+) -> None:
+    """One thread installs an emergency while another (an admin call, the watcher)
+    installs the disable that follows it; the first is slow to tell its listeners. A
+    worker acting on the listeners' last word must not stay paused by the stale emergency."""
+    admin = make_guard()
+    watched = make_guard()
+    emergency = admin.enable("emergency", reason="race", by="test")
+    off = admin.disable(by="test")
+    seen: list[int] = []
+    armed = threading.Event()
+    first_call = threading.Event()
+    release = threading.Event()
+
+    def slow_to_record(status: MaintenanceStatus) -> None:
+        if not armed.is_set():
+            return
+        if not first_call.is_set():
+            first_call.set()
+            release.wait(10)  # the first installer is held here, with its state in hand
+        seen.append(status.version)
+
+    watched.add_listener(slow_to_record)
+    wait_for(lambda: watched.current().version == off.version, timeout=5)
+    watched.stop(timeout=2)  # from here only the two threads below install
+    armed.set()
+    # Newer than anything in Redis, so nothing but these two installs them.
+    stale = replace(emergency, version=off.version + 1)
+    newest = replace(off, version=off.version + 2)
+    first = threading.Thread(target=watched.install, args=(stale,))
+    first.start()
+    assert first_call.wait(10)
+    second = threading.Thread(target=watched.install, args=(newest,))
+    second.start()
+    second.join(0.5)  # called out of order, the disable would be told first, here
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert watched.current().version == newest.version
+    assert seen == [stale.version, newest.version]
