@@ -6,14 +6,14 @@ page follows live, without a reload; a blocked page shows the reason escaped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from maintenance_guard import MaintenanceGuard
 from maintenance_guard.inflight import InflightRegistry
-from tests.e2e.chromium import launched_chromium, require_chromium
+from tests.e2e.chromium import require_chromium
 from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
 
 XSS_REASON = '<script>window.__xss = 1</script><img src=x onerror="window.__xss=2"> DB upgrade'
@@ -21,19 +21,6 @@ XSS_REASON = '<script>window.__xss = 1</script><img src=x onerror="window.__xss=
 pytestmark = pytest.mark.e2e
 
 require_chromium()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with launched_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def server(make_guard: Callable[..., MaintenanceGuard]) -> Iterator[LiveServer]:
-    guard = make_guard_for_app(make_guard)
-    with LiveServer(build_app(guard)) as live:
-        yield live
 
 
 def _status_page(browser: Any, base: str) -> Any:

@@ -5,38 +5,20 @@ chart, redrawn in place when the window ends, text escaped, nothing loaded from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from maintenance_guard import MaintenanceGuard
-from tests.e2e.chromium import launched_chromium, require_chromium
-from tests.e2e.flask_support import LiveServer, build_app, make_guard_for_app
+from tests.e2e.chromium import require_chromium
+from tests.e2e.flask_support import LiveServer
 
 XSS_REASON = '<img src=x onerror="window.__xss=1"> index rebuild'
 
 pytestmark = pytest.mark.e2e
 
 require_chromium()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with launched_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def guard(make_guard: Callable[..., MaintenanceGuard]) -> MaintenanceGuard:
-    return make_guard_for_app(make_guard)
-
-
-@pytest.fixture
-def server(guard: MaintenanceGuard) -> Iterator[LiveServer]:
-    with LiveServer(build_app(guard)) as live:
-        yield live
 
 
 def refused_as(base: str, user: str | None, times: int = 1) -> None:
@@ -53,15 +35,15 @@ def _impact(page: Any, name: str) -> str:
 
 def test_dashboard_shows_the_window_impact_with_an_inline_chart_and_redraws_it(
     server: LiveServer,
-    guard: MaintenanceGuard,
+    app_guard: MaintenanceGuard,
     browser: Any,  # the browser closes first: no poll after the server
 ) -> None:
     base = server.url
-    guard.enable("normal", reason=XSS_REASON, by="ops")
+    app_guard.enable("normal", reason=XSS_REASON, by="ops")
     refused_as(base, "alice", 2)
     refused_as(base, "bob")
     refused_as(base, None)
-    guard.flush()
+    app_guard.flush()
 
     page = browser.new_context().new_page()
     requested: list[str] = []

@@ -20,7 +20,7 @@ from maintenance_guard import MaintenanceGuard
 from maintenance_guard.celery import install
 from maintenance_guard.demo.tasks import define_tasks
 from maintenance_guard.demo.web import create_app
-from tests.e2e.chromium import launched_chromium, require_chromium
+from tests.e2e.chromium import require_chromium
 from tests.e2e.flask_support import LiveServer, SSEReader
 from tests.integration import celery_support
 from tests.integration.celery_support import Broker, new_queue, uninstall
@@ -45,12 +45,6 @@ def artefacts(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     print(f"screenshots: {where}")
     return where
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with launched_chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import redis
 
 from maintenance_guard import MaintenanceGuard
@@ -186,16 +187,25 @@ def _result(pid: int, read_end: int, timeout: float = 20) -> dict[str, object]:
     return result
 
 
-def test_a_forked_child_follows_its_parents_state_without_subscribing(
-    redis_url: str,
-    key_prefix: str,
-    redis_client: redis.Redis,
-    make_guard: Callable[..., MaintenanceGuard],
-) -> None:
+@pytest.fixture
+def parent_and_admin(
+    key_prefix: str, redis_client: redis.Redis, make_guard: Callable[..., MaintenanceGuard]
+) -> tuple[MaintenanceGuard, MaintenanceGuard]:
+    """A guard whose watcher is subscribed (the parent of the forks below), and another
+    to make changes with."""
     parent = make_guard()
     parent.start()
     admin = make_guard()
     wait_for(lambda: subscribers(redis_client, key_prefix) == 1, timeout=5)
+    return parent, admin
+
+
+def test_a_forked_child_follows_its_parents_state_without_subscribing(
+    parent_and_admin: tuple[MaintenanceGuard, MaintenanceGuard],
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
+    parent, admin = parent_and_admin
 
     def child() -> dict[str, object]:
         assert isinstance(parent._watcher, FeedFollower)
@@ -220,15 +230,11 @@ def test_a_forked_child_follows_its_parents_state_without_subscribing(
 
 
 def test_a_child_whose_parent_stops_updating_watches_redis_itself(
-    redis_url: str,
+    parent_and_admin: tuple[MaintenanceGuard, MaintenanceGuard],
     key_prefix: str,
     redis_client: redis.Redis,
-    make_guard: Callable[..., MaintenanceGuard],
 ) -> None:
-    parent = make_guard()
-    parent.start()
-    admin = make_guard()
-    wait_for(lambda: subscribers(redis_client, key_prefix) == 1, timeout=5)
+    parent, admin = parent_and_admin
 
     def child() -> dict[str, object]:
         follower = parent._watcher
