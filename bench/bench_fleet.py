@@ -11,6 +11,9 @@ idle, and the propagation of `enable`/`disable` to every instance (from the call
 start to each instance installing the new version; p50/p99/max over all instances and
 rounds).
 
+Redis' part of that propagation alone, with no client CPU in it, is measured apart
+(`bench.fanout`: one PUBLISH to 1,000 and 5,000 plain subscriber sockets).
+
 A second part runs one real prefork Celery worker (``-c 4``) with the guard installed
 and counts its connections and idle round trips per OS process: the pool processes
 follow their parent's state through shared memory (`maintenance_guard.feed`).
@@ -40,6 +43,7 @@ from maintenance_guard import MaintenanceGuard
 from maintenance_guard.embedded import redis_server_binary
 
 from .common import ROOT, emit, median, note, percentile, start_bench_worker, unique_prefix
+from .fanout import measure_fanout
 
 PER_PROCESS = 50
 STARTING_AT_ONCE = 10  # instance processes started together (a start is CPU-heavy)
@@ -352,9 +356,14 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s] or [1000]
     rounds = 2 if args.quick else args.rounds
     results = []
+    fanouts = []
     with private_redis() as url:
         prefork = measure_prefork(url)
         note(f"fleet: prefork -c 4: {prefork}")
+        # Redis' part alone, to 1,000 and 5,000 plain subscriptions (no client CPU).
+        for size in sorted({*sizes, 1000, 5000}):
+            fanouts.append(measure_fanout(url, size, rounds * 2))
+            note(f"fleet: fan-out {json.dumps(fanouts[-1])}")
         for size in sizes:
             result = measure_size(url, size, rounds)
             note(f"fleet: {json.dumps(result)}")
@@ -383,6 +392,12 @@ def main() -> None:
         met = met and not r["missing"]
         if r["size"] <= 1000:
             met = met and p["p99"] < PROPAGATION_P99_MS
+    parts.append(
+        "Redis' fan-out of one notification to plain subscriptions (no client CPU): "
+        + ", ".join(
+            f"{f['size']:,} p99 {f['p99_ms']:.0f} ms (p50 {f['p50_ms']:.0f})" for f in fanouts
+        )
+    )
     emit(
         "fleet size: Redis cost per process and propagation",
         "targets per process (an instance is one process's guard)",
@@ -392,6 +407,7 @@ def main() -> None:
         met,
         prefork=prefork,
         sizes=results,
+        fanout=fanouts,
     )
 
 
