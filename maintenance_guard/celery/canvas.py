@@ -31,11 +31,11 @@ def refuse_canvas(inst: Installation, sig: Any, options: dict[str, Any]) -> None
 def guard_canvas_method(cls: type, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def apply_async(self: Any, *args: Any, **options: Any) -> Any:
-        inst = installation_of(self._app) or installation_of(safe_app(self))
-        if inst is None or getattr(local, "checked", False) or getattr(local, "replaying", False):
-            return original(self, *args, **options)
         if type(self) is _canvas.Signature:
             # One task: send_task checks it with its links (and honours on_maintenance).
+            return original(self, *args, **options)
+        inst = installation_of(self._app) or installation_of(safe_app(self))
+        if inst is None or getattr(local, "checked", False) or getattr(local, "replaying", False):
             return original(self, *args, **options)
         refuse_canvas(inst, self, options)
         # chord(header)(body) passes the body inside the kwargs argument of apply_async.

@@ -19,9 +19,17 @@ from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, QueueC
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
 from ..inflight import InflightRegistry, InflightTracker, NullTracker
+from ..snapshot import Snapshot
 from ..status import MaintenanceStatus
 from ..store import event_fields
-from .context import HEADER_GUARDED, HEADER_PUBLISHED_AT, HEADER_REPLAYED, kombu_loads, replaying
+from .context import (
+    HEADER_GUARDED,
+    HEADER_PUBLISHED_AT,
+    HEADER_REPLAYED,
+    kombu_loads,
+    replaying,
+    stamp_time,
+)
 
 logger = logging.getLogger("maintenance_guard")
 
@@ -54,6 +62,8 @@ class Installation:
     listener: Callable[[Any], None] | None = None  # the guard's change listener
     closed: bool = False  # `uninstall` was called
     in_beat: bool = False  # this process runs the beat scheduler (beat_init)
+    # The guard's last snapshot under which a publish needs only its stamps (publish.py).
+    quiet: Snapshot | None = None
 
     def operation_of(self, name: str, task: Any = None) -> str | None:
         """The operation a task name maps to (a `GuardedTask`'s declaration first)."""
@@ -154,7 +164,7 @@ class Installation:
         headers = dict(payload.get("headers") or {})
         headers.update(
             {
-                HEADER_PUBLISHED_AT: repr(self.guard.now()),
+                HEADER_PUBLISHED_AT: stamp_time(self.guard.now()),
                 HEADER_GUARDED: "1",
                 HEADER_REPLAYED: "1",
             }

@@ -13,7 +13,7 @@ from ..deferred import check_policy
 from ..errors import MaintenanceActive, MaintenanceGuardError
 from .context import flag, local
 from .deferral import defer_call
-from .installation import Installation, installation_of
+from .installation import Installation
 from .names import option_names
 from .publish import (
     expected_runtime_of,
@@ -50,7 +50,7 @@ class GuardedTask(Task):  # type: ignore[misc]
     _mg_declared: tuple[Any, ...] | None = None
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        inst = installation_of(self.app)
+        inst: Installation | None = getattr(self.app, "_maintenance_guard", None)
         if inst is None:
             raise MaintenanceGuardError(
                 f"{self.name} uses GuardedTask but install(app, guard) was not called"
@@ -59,23 +59,26 @@ class GuardedTask(Task):  # type: ignore[misc]
         if declared != self._mg_declared:
             self._check_declaration(inst)
             self._mg_declared = declared
-        policy = options.pop("on_maintenance", None)
-        if policy:
-            check_policy(policy)
+        if "on_maintenance" in options:
+            # Left in the options when valid: the wrapped send_task takes it from there
+            # (a window's lead time defers by it).
+            if options["on_maintenance"]:
+                check_policy(options["on_maintenance"])
+            else:
+                del options["on_maintenance"]
+        guard = inst.guard
         if (
-            maintenance_off(inst.guard)
+            (guard.snapshot is inst.quiet and guard._watching)
+            or maintenance_off(guard)
             or getattr(local, "checked", False)
             or getattr(local, "replaying", False)
         ):
             # The wrapped send_task Celery calls next does the rest (windows, queue
-            # pauses, the headers): one check per publish, not one per layer. It needs
-            # this call's policy (a window's lead time defers by it).
-            if policy:
-                options["on_maintenance"] = policy
+            # pauses, the headers): one check per publish, not one per layer.
             return super().apply_async(args, kwargs, **options)
+        policy = options.pop("on_maintenance", None) or self.on_maintenance
         # Checked here, not in send_task: an eager task (task_always_eager) never
         # reaches it.
-        policy = policy or self.on_maintenance
         operation = inst.operation_of(self.name, self)
         running = is_running_work(
             self.app, self.name, options.get("task_id"), options.get("parent_id")
