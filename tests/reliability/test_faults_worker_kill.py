@@ -71,8 +71,7 @@ def test_killed_worker_job_drops_out_and_its_redelivery_follows_the_maintenance_
     job = producer.send_task("mgtest.spin", args=["long", 2.0])
 
     def kill_once_the_body_runs(_pids: list[int]) -> None:
-        # the in-flight record appears once the job has run WRITE_DELAY: maybe before
-        # the task body records its run
+        # the in-flight record appears just before the task body records its run
         wait_for(lambda: runs(redis_client, key_prefix) == ["long"], timeout=10)
         doomed.kill()
 
@@ -127,8 +126,7 @@ def test_pool_child_killed_mid_task_drops_out_and_is_not_rerun(
     job = producer.send_task("mgtest.spin", args=["child", 2.0])
 
     def kill_child(pids: list[int]) -> None:
-        # the in-flight record appears once the job has run WRITE_DELAY: maybe before
-        # the task body records its run
+        # the in-flight record appears just before the task body records its run
         wait_for(lambda: runs(redis_client, key_prefix) == ["child"], timeout=10)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
