@@ -11,7 +11,10 @@ such messages (queued in the broker, or reserved by a worker):
   those operations and the queues they consume are empty (needs the Celery app).
 
 A job whose worker died (its heartbeat stopped) is not waited for: it is reported in
-``lost``. No Celery import: the app is passed in and driven through its remote control.
+``lost``. Workers write in-flight records a little after a job starts (tracking.py), so
+"none runs" is believed only from a registry read made `INFLIGHT_VISIBLE_WITHIN` after
+no waited-for job could start any more. No Celery import: the app is passed in and
+driven through its remote control.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .inputs import clean_actor
 from .metrics import observe_drain
 from .modes import MaintenanceMode
 from .store import SERVER_TIME, event_fields
+from .tracking import INFLIGHT_VISIBLE_WITHIN
 
 if TYPE_CHECKING:
     from .guard import MaintenanceGuard
@@ -106,17 +110,31 @@ def drain(
         result.held = status.hold_queued
         if result.held:
             result.behind = _wait_until_seen(guard, status, started + timeout)
-    while True:
+
+    def running() -> list[InflightJob]:
         jobs = registry.jobs()
-        if wanted is not None:
-            jobs = [j for j in jobs if j.operation in wanted]
+        return jobs if wanted is None else [j for j in jobs if j.operation in wanted]
+
+    # From `settled` on, no job drain waits for can start (every process holds them
+    # back, or the workers had none reserved and the queues none queued); one that
+    # started before may reach the registry up to INFLIGHT_VISIBLE_WITHIN later, so
+    # "none runs" is believed only from a read made that long after `settled`.
+    settled = time.monotonic()
+    while True:
+        read_at = time.monotonic()
+        jobs = running()
         waiting = 0
         if queued == "wait" and not jobs:
             waiting = _messages_waiting(app, registry, wanted, guard)
+            settled = time.monotonic()  # after the workers' replies
+        done = not jobs and not waiting and not result.behind
+        if done and read_at < settled + INFLIGHT_VISIBLE_WITHIN:
+            time.sleep(max(0.0, settled + INFLIGHT_VISIBLE_WITHIN - time.monotonic()))
+            jobs = running()
+            done = not jobs
         elapsed = time.monotonic() - started
         if progress is not None:
             progress(jobs, elapsed)
-        done = not jobs and not waiting and not result.behind
         if done or elapsed >= timeout:
             observe_drain(elapsed)
             result.drained, result.elapsed, result.remaining = done, elapsed, jobs
@@ -128,6 +146,7 @@ def drain(
             return result
         if result.behind:
             result.behind = _processes_behind(guard, guard.current())
+            settled = time.monotonic()
         time.sleep(min(poll_interval, max(0.0, timeout - elapsed)) or poll_interval)
 
 

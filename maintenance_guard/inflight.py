@@ -4,26 +4,21 @@ Schema (shared with `RedisStore.count_inflight`): a ZSET ``inflight`` (member = 
 score = heartbeat deadline, epoch seconds) and a hash ``inflight:jobs`` (task id -> JSON
 details). A job whose worker dies stops being refreshed and drops out once its deadline
 passes (kept a day in ``inflight:lost``, so `drain` can say so). Workers write their
-records from a background thread (`InflightTracker`), never on the task's own path.
+records from a background thread (`tracking.InflightTracker`), never on the task's own
+path.
 No Celery import.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from .errors import StoreUnavailable
 from .records import RedisRecords
 from .store import INFLIGHT, StateStore
-
-logger = logging.getLogger("maintenance_guard")
 
 
 @dataclass(frozen=True)
@@ -232,122 +227,3 @@ def _job(job_id: str, raw: str | None, deadline: float) -> InflightJob:
         started_at=float(data.get("started_at") or 0),
         deadline=deadline,
     )
-
-
-class NullTracker:
-    """The tracker of a guard whose store keeps no in-flight records (a `MemoryStore`)."""
-
-    def started(self, job: InflightJob) -> None:
-        """Nothing is recorded."""
-
-    def finished(self, job_id: str) -> None:
-        """Nothing is recorded."""
-
-    def flush(self, timeout: float) -> bool:
-        """Nothing to write."""
-        return True
-
-
-class InflightTracker:
-    """This process's running jobs, written to the registry off the task's path.
-
-    `started` and `finished` only touch memory; a writer thread sends the changes (and
-    the heartbeats, every ``interval``) in one pipelined round trip as soon as it can, so
-    a hung Redis adds nothing to a task's run time: the writer catches up when Redis
-    answers, and a job that started and ended meanwhile is never written at all.
-    Thread-safe; fork-aware (a child process starts its own writer on first use).
-    """
-
-    def __init__(self, registry: InflightRegistry, interval: float) -> None:
-        self.registry = registry
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._running: dict[str, InflightJob] = {}
-        self._to_start: dict[str, InflightJob] = {}
-        self._to_finish: set[str] = set()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        self._pid = 0
-        self.failures = 0
-
-    def started(self, job: InflightJob) -> None:
-        """``job`` runs now in this process (memory only)."""
-        with self._lock:
-            self._ensure_writer()
-            self._running[job.id] = job
-            self._to_start[job.id] = job
-            self._to_finish.discard(job.id)
-            self._idle.clear()
-        self._wake.set()
-
-    def finished(self, job_id: str) -> None:
-        """``job_id`` ended in this process (memory only)."""
-        with self._lock:
-            self._ensure_writer()
-            self._running.pop(job_id, None)
-            if self._to_start.pop(job_id, None) is None:
-                self._to_finish.add(job_id)
-            self._idle.clear()
-        self._wake.set()
-
-    def running(self) -> list[str]:
-        """Ids of the jobs running in this process."""
-        with self._lock:
-            return list(self._running)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for every change to reach the registry; True if it did."""
-        with self._lock:
-            if self._pid != os.getpid() or not (self._to_start or self._to_finish):
-                return True
-        self._wake.set()
-        return self._idle.wait(timeout)
-
-    def _ensure_writer(self) -> None:
-        if self._pid == os.getpid():
-            return
-        self._pid = os.getpid()
-        self._running, self._to_start, self._to_finish = {}, {}, set()
-        self._wake = threading.Event()
-        self._idle = threading.Event()
-        threading.Thread(
-            target=self._write_loop, name="maintenance-guard-inflight", daemon=True
-        ).start()
-
-    def _write_loop(self) -> None:
-        wake, idle = self._wake, self._idle
-        next_beat = time.monotonic() + self.interval
-        backoff = 0.0
-        while True:
-            wake.wait(min(self.interval, max(0.0, next_beat - time.monotonic())))
-            wake.clear()
-            beat = time.monotonic() >= next_beat
-            with self._lock:
-                starts, finishes = self._to_start, self._to_finish
-                self._to_start, self._to_finish = {}, set()
-                alive = [i for i in self._running if i not in starts] if beat else []
-            try:
-                self.registry.write(starts.values(), finishes, alive)
-            except StoreUnavailable as exc:
-                with self._lock:
-                    for job_id, job in starts.items():
-                        if job_id in self._running:
-                            self._to_start.setdefault(job_id, job)
-                    self._to_finish |= {i for i in finishes if i not in self._to_start}
-                self.failures += 1
-                backoff = min(5.0, max(0.1, backoff * 2))
-                if self.failures == 1 or self.failures % 50 == 0:
-                    logger.warning(
-                        "cannot write in-flight records (kept, retried): %s",
-                        exc,
-                        extra={"mg_event": "inflight_write_failed", "mg_failures": self.failures},
-                    )
-                time.sleep(backoff)  # Redis is down or hung: do not retry in a loop
-                wake.set()
-                continue
-            backoff = 0.0
-            if beat:
-                next_beat = time.monotonic() + self.interval
-            with self._lock:
-                if not (self._to_start or self._to_finish):
-                    idle.set()

@@ -103,6 +103,11 @@ class GuardState:
         return self._snapshot
 
     @property
+    def watching(self) -> bool:
+        """True while the watcher keeps `snapshot` current (after `start`, until `stop`)."""
+        return self._watching
+
+    @property
     def state_known(self) -> bool:
         """False until the state has been read from the store at least once."""
         return self._snapshot.known

@@ -18,10 +18,11 @@ from ..admin_signature import AdminSigner, LocalSigner
 from ..deferred import DeferredEntry, DeferredQueue, MemoryDeferredQueue, QueueCheck, Replayer
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
-from ..inflight import InflightRegistry, InflightTracker, NullTracker
+from ..inflight import InflightRegistry
 from ..snapshot import Snapshot
 from ..status import MaintenanceStatus
 from ..store import event_fields
+from ..tracking import InflightTracker, NullTracker
 from .context import (
     HEADER_GUARDED,
     HEADER_PUBLISHED_AT,
@@ -64,6 +65,13 @@ class Installation:
     in_beat: bool = False  # this process runs the beat scheduler (beat_init)
     # The guard's last snapshot under which a publish needs only its stamps (publish.py).
     quiet: Snapshot | None = None
+
+    def known_quiet(self) -> bool:
+        """True if the guard's snapshot is still the one `publish_is_quiet` last found
+        quiet and its watcher keeps it current: a publish needs only its stamps. One
+        identity check, the fast path of every publish while maintenance is off."""
+        guard = self.guard
+        return guard.snapshot is self.quiet and guard.watching
 
     def operation_of(self, name: str, task: Any = None) -> str | None:
         """The operation a task name maps to (a `GuardedTask`'s declaration first)."""

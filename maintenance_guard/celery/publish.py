@@ -143,9 +143,7 @@ def patch_send_task(app: Celery, inst: Installation) -> None:
         # identity check (the watcher still runs: its snapshot is current) and the stamps.
         # No named parameters: each keyword of the call (about ten reach here) would be
         # compared with every name before it lands in ``options``.
-        if (
-            (guard.snapshot is inst.quiet and guard._watching) or publish_is_quiet(inst)
-        ) and not inst.uncertain:
+        if (inst.known_quiet() or publish_is_quiet(inst)) and not inst.uncertain:
             if "on_maintenance" in options:
                 policy = options.pop("on_maintenance")
                 if policy is not None:

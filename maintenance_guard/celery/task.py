@@ -68,7 +68,7 @@ class GuardedTask(Task):  # type: ignore[misc]
                 del options["on_maintenance"]
         guard = inst.guard
         if (
-            (guard.snapshot is inst.quiet and guard._watching)
+            inst.known_quiet()
             or maintenance_off(guard)
             or getattr(local, "checked", False)
             or getattr(local, "replaying", False)

@@ -18,10 +18,11 @@ from ..brokers import broker_key, broker_of
 from ..deferred import DeferredQueue, check_policy
 from ..errors import StoreUnavailable
 from ..guard import MaintenanceGuard
-from ..inflight import InflightRegistry, InflightTracker
+from ..inflight import InflightRegistry
 from ..settings import GuardSettings
 from ..status import MaintenanceStatus
 from ..store import RedisStore
+from ..tracking import InflightTracker
 from .canvas import patch_canvas
 from .context import CONFIG_PREFIX, DEFERRED_SWEEP_SECONDS
 from .emergency import install_worker_hooks

@@ -15,6 +15,7 @@ from celery import Celery
 from maintenance_guard import InvalidInput, MaintenanceGuard, UnknownOperation
 from maintenance_guard.deferred import DeferredQueue
 from maintenance_guard.inflight import InflightJob, InflightRegistry
+from maintenance_guard.tracking import InflightTracker
 from tests.helpers import wait_for
 from tests.integration import celery_support
 from tests.integration.celery_support import (
@@ -232,6 +233,27 @@ def test_replayed_submissions_run_on_a_worker(
     guard.disable(by="test")
     wait_runs(redis_client, key_prefix, ["parked"])
     assert runs(redis_client, key_prefix).count("parked") == 1
+
+
+def test_drain_sees_a_job_that_started_just_before_it_while_its_record_waits_to_be_written(
+    guard: MaintenanceGuard,
+) -> None:
+    # A pool process's writer gathers a start that follows another change within its
+    # write gap; a drain reading right then must still count the job, not say "drained".
+    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)
+    tracker = InflightTracker(registry, interval=5.0, gap=0.05)
+    guard.enable("normal", reason="db upgrade", by="test")
+    tracker.started(InflightJob("warm", "mgtest.read", None, "w", 1, guard.now()))
+    wait_for(lambda: [j.id for j in registry.jobs()] == ["warm"], timeout=5)
+    tracker.finished("warm")
+    job = InflightJob("just-started", "mgtest.caption", "caption_generation", "w", 1, guard.now())
+    tracker.started(job)  # within the gap: written up to 50 ms later
+    outcome = guard.drain(timeout=0, operations=["caption_generation"])  # one poll
+    assert not outcome.drained
+    assert [j.id for j in outcome.remaining] == ["just-started"]
+    tracker.finished("just-started")
+    assert tracker.flush(5.0)
+    assert guard.drain(timeout=5, operations=["caption_generation"]).drained
 
 
 def test_drain_and_cli_refuse_bad_input(guard: MaintenanceGuard, cli_env: dict[str, str]) -> None:
