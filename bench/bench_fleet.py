@@ -52,6 +52,7 @@ SETTLE_SECONDS = 4.0
 MAX_CONNECTIONS = 2  # per process
 MAX_IDLE_ROUND_TRIPS = 1.0  # per process and second
 PROPAGATION_P99_MS = 100.0  # to 1,000 instances
+CORES = os.cpu_count() or 1
 MONITOR_LINE = re.compile(r'^\+?[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"')
 
 
@@ -277,6 +278,7 @@ def measure_size(url: str, size: int, rounds: int) -> dict[str, Any]:
         admin = MaintenanceGuard.from_url(url, key_prefix=prefix)
         latencies: list[float] = []
         missing = 0
+        changes_cpu, changes_began = fleet.cpu_seconds(), time.monotonic()
         for i in range(rounds * 2):
             time.sleep(0.5)
             t0 = time.time()
@@ -287,6 +289,11 @@ def measure_size(url: str, size: int, rounds: int) -> dict[str, Any]:
             stamps = fleet.seen(status.version)
             missing += size - len(stamps)
             latencies.extend((s - t0) * 1000 for s in stamps)
+        changes_cpu = fleet.cpu_seconds() - changes_cpu
+        # The instances' CPU for receiving and installing a change: what the rounds used
+        # beyond the idle rate measured above (polls go on meanwhile).
+        idle_rate = client_cpu / IDLE_SECONDS
+        change_cpu = changes_cpu - idle_rate * (time.monotonic() - changes_began)
         admin.stop(timeout=0.1)
         return {
             "size": size,
@@ -297,6 +304,7 @@ def measure_size(url: str, size: int, rounds: int) -> dict[str, Any]:
             "commands": dict(by_command.most_common(8)),
             "redis_cpu_percent": 100 * cpu / IDLE_SECONDS,
             "client_cpu_us_per_instance_second": 1e6 * client_cpu / IDLE_SECONDS / size,
+            "change_cpu_us_per_instance": 1e6 * change_cpu / (rounds * 2) / size,
             "propagation_ms": {
                 "p50": median(latencies) if latencies else float("nan"),
                 "p99": percentile(latencies, 99),
@@ -382,7 +390,10 @@ def main() -> None:
             f"{r['connections_per_instance']:.2f} connections and "
             f"{r['round_trips_per_instance']:.2f} idle round trips/s each, "
             f"Redis CPU {r['redis_cpu_percent']:.0f}% idle, guard CPU "
-            f"{r['client_cpu_us_per_instance_second']:.0f} us/s per instance; "
+            f"{r['client_cpu_us_per_instance_second']:.0f} us/s per instance idle and "
+            f"{r['change_cpu_us_per_instance']:.0f} us per instance for each change "
+            f"({r['change_cpu_us_per_instance'] * r['size'] / 1000 / CORES:.0f} ms of all "
+            f"{CORES} cores); "
             f"propagation p50 {p['p50']:.0f} ms, "
             f"p99 {p['p99']:.0f} ms, max {p['max']:.0f} ms"
             + (f", {r['missing']} not seen" if r["missing"] else "")
