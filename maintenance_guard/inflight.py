@@ -91,19 +91,35 @@ class InflightRegistry(RedisRecords):
             if started:
                 pipe.zadd(self.zset_key, {job.id: deadline for job in started})
                 pipe.hset(
-                    self.jobs_key,
-                    mapping={
-                        job.id: json.dumps(
-                            {k: v for k, v in asdict(job).items() if k != "deadline"}
-                        )
-                        for job in started
-                    },
+                    self.jobs_key, mapping={job.id: json.dumps(_details(job)) for job in started}
                 )
             if finished:
                 pipe.zrem(self.zset_key, *finished)
                 pipe.hdel(self.jobs_key, *finished)
             if alive:
                 pipe.zadd(self.zset_key, dict.fromkeys(alive, deadline), xx=True)
+            pipe.execute()
+
+    def lose(self, jobs: Iterable[InflightJob], now: float | None = None) -> None:
+        """Record ``jobs`` as lost now (their process died under them, as the process that
+        ran it saw) and forget their in-flight records. A job's recorded details are kept
+        when it has a record; ``jobs`` give them when it has none (it died before its
+        start was written)."""
+        jobs = list(jobs)
+        if not jobs:
+            return
+        now = self.now() if now is None else now
+        ids = [job.id for job in jobs]
+        with self.errors("record lost jobs"):
+            recorded = cast(list[str | None], self.redis.hmget(self.jobs_key, ids))
+            lost: dict[str | bytes, str] = {}
+            for job, raw in zip(jobs, recorded, strict=True):
+                details = json.loads(raw) if raw else _details(job)
+                lost[job.id] = json.dumps({**details, "lost_at": now})
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.lost_key, mapping=lost)
+            pipe.zrem(self.zset_key, *ids)
+            pipe.hdel(self.jobs_key, *ids)
             pipe.execute()
 
     def jobs(self, now: float | None = None) -> list[InflightJob]:
@@ -214,6 +230,10 @@ class InflightRegistry(RedisRecords):
         with self.errors("list workers"):
             raw = cast(dict[str, str], self.redis.hgetall(self.workers_key))
         return {k: json.loads(v) for k, v in raw.items()}
+
+
+def _details(job: InflightJob) -> dict[str, Any]:
+    return {k: v for k, v in asdict(job).items() if k != "deadline"}
 
 
 def _job(job_id: str, raw: str | None, deadline: float) -> InflightJob:

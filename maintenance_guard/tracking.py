@@ -45,6 +45,9 @@ class NullTracker:
     def finished(self, job_id: str) -> None:
         """Nothing is recorded."""
 
+    def lost(self, job: InflightJob) -> None:
+        """Nothing is recorded."""
+
     def flush(self, timeout: float) -> bool:
         """Nothing to write."""
         return True
@@ -79,6 +82,7 @@ class InflightTracker:
         # Starts not written yet: (job, when it is due, monotonic).
         self._to_start: dict[str, tuple[InflightJob, float]] = {}
         self._to_finish: set[str] = set()
+        self._to_lose: dict[str, InflightJob] = {}
         self._ticking = False  # the writer has a write due (at `_tick`)
         self._tick = 0.0  # when (monotonic)
         self._last_write = -1e9  # when the writer last took what was due (monotonic)
@@ -115,6 +119,19 @@ class InflightTracker:
                 return
         self._wake.set()
 
+    def lost(self, job: InflightJob) -> None:
+        """``job`` died with the process that ran it, as this process saw (a prefork
+        worker's main process, for a pool process that died under it): it is recorded
+        as lost, with its record's details if it has one (memory only)."""
+        with self._lock:
+            self._running.pop(job.id, None)
+            self._to_start.pop(job.id, None)
+            self._to_finish.discard(job.id)
+            self._to_lose[job.id] = job
+            if not self._note_change():
+                return
+        self._wake.set()
+
     def _note_change(self) -> bool:
         # Under the lock. True if the writer must be woken: it had nothing due. The write
         # is due at once after a quiet spell, else `gap` after the last one.
@@ -146,7 +163,7 @@ class InflightTracker:
         self._wake.set()
         return self._idle.wait(timeout)
 
-    def _take(self, now: float) -> tuple[list[InflightJob], set[str]]:
+    def _take(self, now: float) -> tuple[list[InflightJob], set[str], list[InflightJob]]:
         # Under the lock, on a tick: the starts due (all of them for a flush) and every
         # end. Ticks go on every `gap` while changes keep coming or starts wait; a tick
         # that finds neither ends the ticking.
@@ -155,13 +172,14 @@ class InflightTracker:
             del self._to_start[job.id]
         finishes, self._to_finish = self._to_finish, set()
         finishes -= {job.id for job in due}  # the new run's record replaces the earlier one
+        lost, self._to_lose = list(self._to_lose.values()), {}
         self._last_write = now
         if self._to_start or (self._changed and not self._hurry):
             self._tick = now + self.gap
         else:
             self._ticking = False
         self._changed = self._hurry = False
-        return due, finishes
+        return due, finishes, lost
 
     def _write_loop(self) -> None:
         wake, idle = self._wake, self._idle
@@ -177,20 +195,24 @@ class InflightTracker:
             now = time.monotonic()
             starts: list[InflightJob] = []
             finishes: set[str] = set()
+            lost: list[InflightJob] = []
             alive: list[str] = []
             with self._lock:
                 if self._ticking and (self._hurry or now >= self._tick):
-                    starts, finishes = self._take(now)
+                    starts, finishes, lost = self._take(now)
                 self._hurry = False
                 beat = now >= next_beat
                 if beat:  # the jobs already written
                     alive = [i for i in self._running if i not in self._to_start]
             if beat:
                 next_beat = now + self.interval
+            wrote = bool(starts or finishes or lost)
             try:
                 self.registry.write(starts, finishes, alive)
+                starts, finishes = [], set()  # written: a failure below keeps only `lost`
+                self.registry.lose(lost)
             except StoreUnavailable as exc:
-                self._keep(starts, finishes)
+                self._keep(starts, finishes, lost)
                 self.failures += 1
                 backoff = min(5.0, max(0.1, backoff * 2))
                 if self.failures == 1 or self.failures % 50 == 0:
@@ -202,13 +224,13 @@ class InflightTracker:
                 time.sleep(backoff)  # Redis is down or hung: do not retry in a loop
                 continue
             backoff = 0.0
-            if starts or finishes:
+            if wrote:
                 self.writes += 1
             with self._lock:
                 if not self._ticking:
                     idle.set()
 
-    def _keep(self, starts: list[InflightJob], finishes: set[str]) -> None:
+    def _keep(self, starts: list[InflightJob], finishes: set[str], lost: list[InflightJob]) -> None:
         # A write failed (or timed out, and may still land): what it carried is due
         # again. A job that ended meanwhile has its end pending already.
         with self._lock:
@@ -216,7 +238,8 @@ class InflightTracker:
             kept = {j.id: (j, now) for j in starts if j.id in self._running}
             self._to_start = {**kept, **self._to_start}
             self._to_finish |= finishes
-            if self._to_start or self._to_finish:
+            self._to_lose = {**{j.id: j for j in lost}, **self._to_lose}
+            if self._to_start or self._to_finish or self._to_lose:
                 self._note_change()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import signals
+from celery.exceptions import WorkerLostError
 
 from ..errors import StoreUnavailable
 from ..inflight import InflightJob
@@ -49,6 +50,29 @@ def connect_signals(inst: Installation) -> None:
         if task_id is None or (sender is not None and not ours(sender)):
             return
         inst.tracker.finished(task_id)
+
+    def job_failed(
+        sender: Any = None, task_id: str | None = None, exception: Any = None, **_: Any
+    ) -> None:
+        if not isinstance(exception, WorkerLostError):
+            job_ended(sender=sender, task_id=task_id)
+            return
+        # Sent by a prefork worker's main process: the pool process running the job died
+        # (SIGKILL, the OOM killer) and Celery did not requeue it. Recorded as lost at
+        # once, even if the job died before its own start was written.
+        if task_id is None or sender is None or not ours(sender):
+            return
+        hostname = getattr(getattr(sender, "request", None), "hostname", None)
+        inst.tracker.lost(
+            InflightJob(
+                id=task_id,
+                name=sender.name,
+                operation=inst.operation_of(sender.name, sender),
+                worker=str(hostname or inst.hostname or socket.gethostname()),
+                pid=0,
+                started_at=0.0,
+            )
+        )
 
     def job_finished(
         sender: Any = None, task: Any = None, state: str | None = None, **_: Any
@@ -138,7 +162,7 @@ def connect_signals(inst: Installation) -> None:
         (signals.task_prerun, job_started),
         (signals.task_postrun, job_ended),
         (signals.task_postrun, job_finished),
-        (signals.task_failure, job_ended),
+        (signals.task_failure, job_failed),
         (signals.task_revoked, job_revoked),
         (signals.worker_init, worker_init),
         (signals.worker_ready, worker_ready),

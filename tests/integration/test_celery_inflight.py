@@ -256,6 +256,24 @@ def test_drain_sees_a_job_that_started_just_before_it_while_its_record_waits_to_
     assert guard.drain(timeout=5, operations=["caption_generation"]).drained
 
 
+def test_a_lost_job_keeps_its_recorded_details_or_gets_those_given(
+    guard: MaintenanceGuard,
+) -> None:
+    registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)
+    now = guard.now()
+    recorded = InflightJob("recorded", "mgtest.caption", "caption_generation", "w1", 4242, now)
+    registry.start(recorded)
+    unwritten = InflightJob("unwritten", "mgtest.caption", "caption_generation", "w1", 0, 0.0)
+    given = InflightJob("recorded", "mgtest.caption", "caption_generation", "w1", 0, 0.0)
+    registry.lose([given, unwritten])
+    assert registry.jobs() == []
+    lost = {j.id: j for j in registry.lost(since=now - 1)}
+    assert set(lost) == {"recorded", "unwritten"}
+    assert (lost["recorded"].pid, lost["recorded"].started_at) == (4242, now)
+    assert lost["unwritten"].name == "mgtest.caption"
+    assert lost["unwritten"].operation == "caption_generation"
+
+
 def test_drain_and_cli_refuse_bad_input(guard: MaintenanceGuard, cli_env: dict[str, str]) -> None:
     with pytest.raises(InvalidInput):
         guard.drain(timeout=-1)

@@ -131,10 +131,15 @@ def test_pool_child_killed_mid_task_drops_out_and_is_not_rerun(
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
+    pids = wait_for(lambda: running(registry, job.id), timeout=30)
     kill_mid_task_and_wait_for_expiry(registry, job.id, kill_child, record_property)
     # Celery reports the lost child (WorkerLostError); without reject_on_worker_lost the
     # message is acked, so it is not run again.
     wait_for(lambda: job.state == "FAILURE", timeout=30)
+    # The worker's main process recorded it lost (for drain), with the child's details.
+    lost = wait_for(lambda: [j for j in registry.lost() if j.id == job.id], timeout=10)
+    assert isinstance(lost, list) and isinstance(pids, list)
+    assert (lost[0].name, lost[0].pid) == ("mgtest.spin", pids[0])
     after = producer.send_task("mgtest.read", args=["after"])
     wait_for(lambda: after.state == "SUCCESS", timeout=30)
     assert runs(redis_client, key_prefix).count("child") == 1

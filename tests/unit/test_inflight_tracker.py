@@ -22,6 +22,7 @@ class RecordedWrites:
 
     def __init__(self, fail: int = 0) -> None:
         self.calls: list[tuple[list[str], list[str], list[str]]] = []
+        self.lost: list[str] = []
         self.fail = fail
         self.lock = threading.Lock()
 
@@ -37,6 +38,16 @@ class RecordedWrites:
                 self.fail -= 1
                 raise StoreUnavailable("down")
             self.calls.append(([j.id for j in started], sorted(finished), sorted(alive)))
+
+    def lose(self, jobs: Iterable[InflightJob], now: float | None = None) -> None:
+        jobs = list(jobs)
+        if not jobs:
+            return
+        with self.lock:
+            if self.fail:
+                self.fail -= 1
+                raise StoreUnavailable("down")
+            self.lost.extend(j.id for j in jobs)
 
     def changes(self) -> list[tuple[list[str], list[str]]]:
         with self.lock:
@@ -181,3 +192,24 @@ def test_a_job_run_again_under_its_id_that_keeps_running_stays_recorded() -> Non
     t.started(job(1))
     assert t.flush(5.0)
     assert writes.recorded() == {"job-1"}
+
+
+def test_a_job_lost_before_its_start_was_written_is_recorded_lost_and_never_started() -> None:
+    writes = RecordedWrites()
+    t = tracker(writes, gap=60.0)
+    t.started(job(0))
+    wait_for(lambda: writes.recorded() == {"job-0"}, timeout=5)
+    t.started(job(1))  # within the gap: not written yet
+    t.lost(job(1))  # its pool process died under it
+    assert t.flush(5.0)
+    assert writes.lost == ["job-1"]
+    assert writes.recorded() == {"job-0"}
+
+
+def test_a_lost_job_whose_write_fails_is_recorded_once_the_store_answers() -> None:
+    writes = RecordedWrites()
+    t = tracker(writes, gap=0.0)
+    writes.fail = 1
+    t.lost(job(1))
+    wait_for(lambda: writes.lost == ["job-1"], timeout=10)
+    assert t.failures == 1
