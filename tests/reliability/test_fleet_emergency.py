@@ -22,6 +22,7 @@ import redis
 from maintenance_guard import MaintenanceGuard, MaintenanceMode
 from maintenance_guard.deferred import DeferredQueue
 from maintenance_guard.emergency import EmergencyInProgress, EmergencyRecords
+from maintenance_guard.inflight import InflightRegistry
 from tests.cleanup import delete_prefix, prefix_owners
 from tests.helpers import wait_for
 from tests.integration.celery_support import Broker, new_queue, redis_broker
@@ -97,6 +98,8 @@ def test_an_emergency_pauses_and_terminates_only_the_workers_of_its_own_app(
     assert not set(jobs_b) & set(records_a.terminated_ids())
     assert not redis_client.exists(f"{{{prefix_b}}}:emergency:terminated")
     assert all(w.hostname not in records_a.cancelled() for w in workers_b)
+    # A job the emergency terminated is recorded as terminated, not as lost.
+    assert InflightRegistry(guard_a.store).lost() == []
 
 
 def test_a_hung_worker_is_reported_with_its_jobs_not_stopped_and_pauses_itself_on_waking(
