@@ -112,12 +112,16 @@ class InflightRegistry(RedisRecords):
         ids = [job.id for job in jobs]
         with self.errors("record lost jobs"):
             recorded = cast(list[str | None], self.redis.hmget(self.jobs_key, ids))
-            lost: dict[str | bytes, str] = {}
-            for job, raw in zip(jobs, recorded, strict=True):
-                details = json.loads(raw) if raw else _details(job)
-                lost[job.id] = json.dumps({**details, "lost_at": now})
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.lost_key, mapping=lost)
+            for job, raw in zip(jobs, recorded, strict=True):
+                if raw:
+                    value = json.dumps({**json.loads(raw), "lost_at": now})
+                    pipe.hset(self.lost_key, job.id, value)
+                else:
+                    # No record: it was never written, or an earlier call that timed out
+                    # moved it here already (its details are better than ``job``'s).
+                    value = json.dumps({**_details(job), "lost_at": now})
+                    pipe.hsetnx(self.lost_key, job.id, value)
             pipe.zrem(self.zset_key, *ids)
             pipe.hdel(self.jobs_key, *ids)
             pipe.execute()

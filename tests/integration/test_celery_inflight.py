@@ -272,6 +272,10 @@ def test_a_lost_job_keeps_its_recorded_details_or_gets_those_given(
     assert (lost["recorded"].pid, lost["recorded"].started_at) == (4242, now)
     assert lost["unwritten"].name == "mgtest.caption"
     assert lost["unwritten"].operation == "caption_generation"
+    # A retry of a call that timed out but landed keeps what the first call recorded.
+    registry.lose([given])
+    again = {j.id: j for j in registry.lost(since=now - 1)}
+    assert (again["recorded"].pid, again["recorded"].started_at) == (4242, now)
 
 
 def test_drain_and_cli_refuse_bad_input(guard: MaintenanceGuard, cli_env: dict[str, str]) -> None:
