@@ -3,8 +3,9 @@
 A prefork Celery worker is a parent and N pool processes; each used to subscribe and poll
 Redis on its own, though all learn the same thing. Now the parent's guard writes every
 state it installs into a `StateFeed`, an anonymous shared mapping made before any fork,
-and a forked child's `FeedFollower` reads it (a memory read every `FOLLOW_INTERVAL`) and
-installs what changed: an idle pool process sends nothing to Redis and holds no
+and a forked child's `FeedFollower` reads it (a memory read every `FOLLOW_INTERVAL`, and
+at once where it matters: `catch_up`, which a pool process calls before each task starts)
+and installs what changed: an idle pool process sends nothing to Redis and holds no
 connection but the one it needs to write its presence record every `PRESENCE_EVERY`
 seconds (and, when it runs jobs, their in-flight records).
 
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("maintenance_guard")
 
 FEED_BYTES = 256 * 1024
-FOLLOW_INTERVAL = 0.01  # seconds between a child's reads of the feed
+# Seconds between a child's background reads of the feed. Where a child must know the
+# state at once (a task about to start) it calls `catch_up`, so this only bounds how
+# soon an idle child's listeners and presence record hear of a change.
+FOLLOW_INTERVAL = 0.1
 PRESENCE_EVERY = 5.0  # a child's presence record is rewritten this often (and on change)
 TOO_BIG = 0xFFFFFFFF  # payload length meaning "the state did not fit: read it from Redis"
 
@@ -150,8 +154,26 @@ class FeedFollower(StateWatcher):
         super().__init__(guard)
         self.feed = feed
         self.following = True
+        self._seen = -1  # the feed's sequence number last installed
+        self._changed = False  # `catch_up` installed a change the thread has not seen
         interval = guard.settings.poll_interval
         self.stale_after = max(10.0, 5 * interval)
+
+    def catch_up(self) -> None:
+        """Install the parent's state now if it changed since the last read (a memory
+        read when it did not). A no-op once the parent stopped beating: then this
+        process watches Redis itself."""
+        if self.following and self.feed.sequence() != self._seen:
+            self._follow()
+            self._changed = True
+
+    def _follow(self) -> None:
+        seen, status = self.feed.read()
+        if status is None:
+            self.guard.refresh()
+        else:
+            self.guard.install_pushed(status)
+        self._seen = seen
 
     def _watch(self) -> None:
         if not self.following:
@@ -161,7 +183,6 @@ class FeedFollower(StateWatcher):
         feed = self.feed
         interval = guard.settings.poll_interval
         stop = self.stop_event
-        seen = -1
         next_flush = next_presence = 0.0
         began = time.monotonic()
         while not stop.is_set():
@@ -171,12 +192,11 @@ class FeedFollower(StateWatcher):
             if now - (beat or began) > self.stale_after:
                 break
             self.offset = feed.offset()
-            if feed.sequence() != seen:
-                seen, status = feed.read()
-                if status is None:
-                    guard.refresh()
-                else:
-                    guard.install_pushed(status)
+            if feed.sequence() != self._seen:
+                self._follow()
+                next_presence = 0.0
+            if self._changed:
+                self._changed = False
                 next_presence = 0.0
             if now >= next_flush:
                 next_flush = now + interval

@@ -112,8 +112,6 @@ class GuardState:
         """False until the state has been read from the store at least once."""
         return self._snapshot.known
 
-    # ------------------------------------------------------------------ listeners
-
     def add_listener(self, listener: ChangeListener) -> None:
         """Call ``listener(status)`` from the watcher thread after every state change."""
         self._listeners.append(listener)
@@ -139,8 +137,6 @@ class GuardState:
         self._watcher.add_poll_reader(tuple(keys), reader)
         self.start()
 
-    # ------------------------------------------------------------------ sync
-
     def refresh(self, *, raise_errors: bool = False) -> MaintenanceStatus:
         """Read the state from the store now. On failure keep the last known state
         (or raise `StoreUnavailable` if ``raise_errors``)."""
@@ -159,6 +155,12 @@ class GuardState:
             stored = INACTIVE
         self.install(stored, read_at)
         return self._snapshot.status
+
+    def catch_up(self) -> None:
+        """A forked child: install its parent's state now if it changed (a memory read).
+        A no-op in a process that watches Redis: it hears of changes as they happen."""
+        if isinstance(self._watcher, FeedFollower):
+            self._watcher.catch_up()
 
     def start(self) -> None:
         """Start the background watcher (idempotent; done lazily by the checks), and the

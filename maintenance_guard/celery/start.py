@@ -47,6 +47,7 @@ def guard_task_start(task: Any) -> None:
 def refuse_start(inst: Installation, task: Any, task_id: str, args: Any, kwargs: Any) -> None:
     from celery.exceptions import Ignore, Reject
 
+    inst.guard.catch_up()  # a pool process: what its parent knows, not 0.1 s old
     status = inst.guard.current()
     if status.paused_queues:
         send_back_if_paused(inst, task, task_id, args, kwargs)

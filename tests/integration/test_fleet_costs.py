@@ -229,6 +229,27 @@ def test_a_forked_child_follows_its_parents_state_without_subscribing(
     assert float(result["seen_at"]) - enabled_at < 1.0  # a notification, not a poll away
 
 
+def test_a_forked_child_catches_up_with_its_parent_at_once_when_asked(
+    parent_and_admin: tuple[MaintenanceGuard, MaintenanceGuard],
+) -> None:
+    # A pool process calls catch_up before each task starts: it must not depend on its
+    # follower thread's next read (here the child never starts that thread at all).
+    parent, admin = parent_and_admin
+
+    def child() -> dict[str, object]:
+        time.sleep(0.5)  # the parent process has enabled, and its feed says so
+        before = parent.current().mode
+        parent.catch_up()
+        after = parent.current()
+        return {"before": before and before.value, "after": after.mode and after.mode.value}
+
+    pid, pipe = _fork(child)
+    admin.enable("normal", reason="catch up", by="test")
+    wait_for(lambda: parent.current().mode is not None, timeout=5)
+    result = _result(pid, pipe)
+    assert result == {"before": None, "after": "normal"}
+
+
 def test_a_child_whose_parent_stops_updating_watches_redis_itself(
     parent_and_admin: tuple[MaintenanceGuard, MaintenanceGuard],
     key_prefix: str,
