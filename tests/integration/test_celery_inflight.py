@@ -241,13 +241,13 @@ def test_drain_sees_a_job_that_started_just_before_it_while_its_record_waits_to_
     # A pool process's writer gathers a start that follows another change within its
     # write gap; a drain reading right then must still count the job, not say "drained".
     registry = InflightRegistry(guard.store, guard.settings.heartbeat_timeout, guard.now)
-    tracker = InflightTracker(registry, interval=5.0, gap=0.05)
+    tracker = InflightTracker(registry, interval=5.0, gap=0.02)
     guard.enable("normal", reason="db upgrade", by="test")
     tracker.started(InflightJob("warm", "mgtest.read", None, "w", 1, guard.now()))
     wait_for(lambda: [j.id for j in registry.jobs()] == ["warm"], timeout=5)
     tracker.finished("warm")
     job = InflightJob("just-started", "mgtest.caption", "caption_generation", "w", 1, guard.now())
-    tracker.started(job)  # within the gap: written up to 50 ms later
+    tracker.started(job)  # within the gap: written up to 40 ms later (two gaps)
     outcome = guard.drain(timeout=0, operations=["caption_generation"])  # one poll
     assert not outcome.drained
     assert [j.id for j in outcome.remaining] == ["just-started"]
