@@ -115,12 +115,12 @@ class InflightRegistry(RedisRecords):
             pipe = self.redis.pipeline(transaction=False)
             for job, raw in zip(jobs, recorded, strict=True):
                 if raw:
-                    value = json.dumps({**json.loads(raw), "lost_at": now})
+                    value = _lost(json.loads(raw), now)
                     pipe.hset(self.lost_key, job.id, value)
                 else:
                     # No record: it was never written, or an earlier call that timed out
                     # moved it here already (its details are better than ``job``'s).
-                    value = json.dumps({**_details(job), "lost_at": now})
+                    value = _lost(_details(job), now)
                     pipe.hsetnx(self.lost_key, job.id, value)
             pipe.zrem(self.zset_key, *ids)
             pipe.hdel(self.jobs_key, *ids)
@@ -142,7 +142,7 @@ class InflightRegistry(RedisRecords):
             if stale:
                 # Expired, or a details row whose ZSET member is gone (dead worker).
                 lost = {
-                    job_id: json.dumps({**json.loads(details[job_id]), "lost_at": now})
+                    job_id: _lost(json.loads(details[job_id]), now)
                     for job_id in stale & set(cast(list[str], expired))
                     if job_id in details
                 }
@@ -238,6 +238,11 @@ class InflightRegistry(RedisRecords):
 
 def _details(job: InflightJob) -> dict[str, Any]:
     return {k: v for k, v in asdict(job).items() if k != "deadline"}
+
+
+def _lost(details: dict[str, Any], now: float) -> str:
+    """A ``lost`` hash value: the job's details and when it was found lost."""
+    return json.dumps({**details, "lost_at": now})
 
 
 def _job(job_id: str, raw: str | None, deadline: float) -> InflightJob:

@@ -28,6 +28,11 @@ def connect_signals(inst: Installation) -> None:
         task_app = getattr(sender, "app", None) or getattr(sender, "_app", None)
         return task_app is app
 
+    def worker_of(task: Any) -> str:
+        # The worker's name as Celery gives it to the running task (its request).
+        hostname = getattr(getattr(task, "request", None), "hostname", None)
+        return str(hostname or inst.hostname or socket.gethostname())
+
     def job_started(
         sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any
     ) -> None:
@@ -38,9 +43,7 @@ def connect_signals(inst: Installation) -> None:
                 id=task_id,
                 name=task.name,
                 operation=inst.operation_of(task.name, task),
-                worker=str(
-                    getattr(task.request, "hostname", None) or inst.hostname or socket.gethostname()
-                ),
+                worker=worker_of(task),
                 pid=os.getpid(),
                 started_at=inst.guard.now(),
             )
@@ -62,13 +65,12 @@ def connect_signals(inst: Installation) -> None:
         # once, even if the job died before its own start was written.
         if task_id is None or sender is None or not ours(sender):
             return
-        hostname = getattr(getattr(sender, "request", None), "hostname", None)
         inst.tracker.lost(
             InflightJob(
                 id=task_id,
                 name=sender.name,
                 operation=inst.operation_of(sender.name, sender),
-                worker=str(hostname or inst.hostname or socket.gethostname()),
+                worker=worker_of(sender),
                 pid=0,
                 started_at=0.0,
             )
