@@ -3,11 +3,11 @@
 A prefork Celery worker is a parent and N pool processes; each used to subscribe and poll
 Redis on its own, though all learn the same thing. Now the parent's guard writes every
 state it installs into a `StateFeed`, an anonymous shared mapping made before any fork,
-and a forked child's `FeedFollower` reads it (a memory read every `FOLLOW_INTERVAL`, and
-at once where it matters: `catch_up`, which a pool process calls before each task starts)
-and installs what changed: an idle pool process sends nothing to Redis and holds no
-connection but the one it needs to write its presence record every `PRESENCE_EVERY`
-seconds (and, when it runs jobs, their in-flight records).
+and a forked child's `FeedFollower` reads it (a memory read every `FOLLOW_INTERVAL`; a
+Celery pool process, which calls `catch_up` before each task starts, every
+`LAZY_FOLLOW_INTERVAL`) and installs what changed: an idle pool process sends nothing to
+Redis and holds no connection but the one it needs to write its presence record every
+`PRESENCE_EVERY` seconds (and, when it runs jobs, their in-flight records).
 
 The parent also stamps the feed on every turn of its watcher (`beat`). A child whose
 parent stops beating for `stale_after` seconds (the parent died, or its watcher is
@@ -38,10 +38,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("maintenance_guard")
 
 FEED_BYTES = 256 * 1024
-# Seconds between a child's background reads of the feed. Where a child must know the
-# state at once (a task about to start) it calls `catch_up`, so this only bounds how
-# soon an idle child's listeners and presence record hear of a change.
-FOLLOW_INTERVAL = 0.1
+FOLLOW_INTERVAL = 0.01  # seconds between a child's reads of the feed
+# The same in a child that calls `catch_up` where it decides (a Celery pool process,
+# before each task starts): it bounds only how soon its listeners, its presence record
+# and a publish from a running task hear of a change.
+LAZY_FOLLOW_INTERVAL = 0.1
 PRESENCE_EVERY = 5.0  # a child's presence record is rewritten this often (and on change)
 TOO_BIG = 0xFFFFFFFF  # payload length meaning "the state did not fit: read it from Redis"
 
@@ -156,13 +157,17 @@ class FeedFollower(StateWatcher):
         self.following = True
         self._seen = -1  # the feed's sequence number last installed
         self._changed = False  # `catch_up` installed a change the thread has not seen
+        self.interval = FOLLOW_INTERVAL  # between the thread's reads of the feed
         interval = guard.settings.poll_interval
         self.stale_after = max(10.0, 5 * interval)
 
-    def catch_up(self) -> None:
+    def catch_up(self, *, from_now_on: bool = False) -> None:
         """Install the parent's state now if it changed since the last read (a memory
-        read when it did not). A no-op once the parent stopped beating: then this
-        process watches Redis itself."""
+        read when it did not). ``from_now_on``: the process calls this wherever it
+        decides, so the thread reads only every `LAZY_FOLLOW_INTERVAL`. A no-op once the
+        parent stopped beating: then this process watches Redis itself."""
+        if from_now_on:
+            self.interval = LAZY_FOLLOW_INTERVAL
         if self.following and self.feed.sequence() != self._seen:
             self._follow()
             self._changed = True
@@ -205,7 +210,7 @@ class FeedFollower(StateWatcher):
             if now >= next_presence:
                 next_presence = now + PRESENCE_EVERY
                 self.record_presence()
-            stop.wait(FOLLOW_INTERVAL)
+            stop.wait(self.interval)
         if stop.is_set():
             return
         self.following = False

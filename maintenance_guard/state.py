@@ -156,11 +156,12 @@ class GuardState:
         self.install(stored, read_at)
         return self._snapshot.status
 
-    def catch_up(self) -> None:
-        """A forked child: install its parent's state now if it changed (a memory read).
-        A no-op in a process that watches Redis: it hears of changes as they happen."""
+    def catch_up(self, *, from_now_on: bool = False) -> None:
+        """A forked child: install its parent's state now if it changed (a memory read);
+        ``from_now_on``: it calls this wherever it decides, so its follower reads the feed
+        only every `LAZY_FOLLOW_INTERVAL`. A no-op in a process that watches Redis."""
         if isinstance(self._watcher, FeedFollower):
-            self._watcher.catch_up()
+            self._watcher.catch_up(from_now_on=from_now_on)
 
     def start(self) -> None:
         """Start the background watcher (idempotent; done lazily by the checks), and the

@@ -134,6 +134,7 @@ def connect_signals(inst: Installation) -> None:
         # A forked pool process inherits a snapshot that no watcher keeps fresh: read
         # the state now and watch from here on.
         inst.guard.refresh()
+        inst.guard.catch_up(from_now_on=True)  # it does before each task starts (start.py)
         inst.guard.start()
 
     def pool_process_ending(sender: Any = None, **_: Any) -> None:
